@@ -1,0 +1,67 @@
+/*
+ * pm_conn: one client connection on the main or admin port. Owns the
+ * bufferevent (plain or TLS), the request-head parser state, the
+ * WebSocket parser, the per-connection rate bucket and the one timer
+ * that serves as header deadline, keep-alive idle timer, ping interval
+ * and close-handshake linger. The only place that frees bufferevents.
+ *
+ * Lifecycle: created on accept, handed to pm_server for each request;
+ * after a WebSocket upgrade the role's hooks see it. Roles never free a
+ * connection: they call pm_conn_ws_close or pm_conn_close, and the free
+ * happens later at a safe point (never inside the caller's callback).
+ */
+#ifndef PM_CONN_H
+#define PM_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pm_addr.h"
+#include "pm_ws.h"
+
+struct bufferevent;
+struct evbuffer;
+struct cJSON;
+struct pm_server;
+struct pm_conn;
+
+/* Connection id, unique for the process lifetime (for logs). */
+uint64_t pm_conn_id(const struct pm_conn *c);
+/* Client address (after X-Forwarded-For from a trusted proxy). */
+const char *pm_conn_ip(const struct pm_conn *c);
+/* The role's per-connection pointer (borrowed; the role frees it). */
+void *pm_conn_data(const struct pm_conn *c);
+void pm_conn_set_data(struct pm_conn *c, void *data);
+bool pm_conn_is_websocket(const struct pm_conn *c);
+bool pm_conn_is_closing(const struct pm_conn *c);
+
+/*
+ * Send one WebSocket message (TEXT or BINARY). Data is copied. Returns
+ * PM_OK, PM_ECLOSED if the connection is closing, or PM_ELIMIT when the
+ * peer stopped reading and its send buffer passed ws.send_buffer (the
+ * connection is then dropped).
+ */
+int pm_conn_ws_send(struct pm_conn *c, enum pm_ws_opcode op, const void *data,
+                    size_t len);
+/* Serialise json (borrowed) and send it as a TEXT message. */
+int pm_conn_ws_send_json(struct pm_conn *c, const struct cJSON *json);
+/*
+ * Start the closing handshake: send a close frame with code and reason,
+ * stop delivering messages, and drop the TCP connection once the peer
+ * answers or after a short linger. The role's ws_close hook runs once.
+ */
+void pm_conn_ws_close(struct pm_conn *c, uint16_t code, const char *reason);
+/* Flush what is queued, then close (HTTP or WebSocket, no close frame). */
+void pm_conn_close(struct pm_conn *c);
+
+/*
+ * Answer the HTTP request being handled on c (role http hooks): status,
+ * content type, extra header lines ("Name: value\r\n", may be NULL) and
+ * body (copied). Keep-alive follows the request.
+ */
+void pm_conn_http_respond(struct pm_conn *c, int status, const char *ctype,
+                          const char *extra_headers, const void *body,
+                          size_t len);
+
+#endif

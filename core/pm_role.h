@@ -1,0 +1,79 @@
+/*
+ * pm_role: the contract between the core and a role. Each role exports one
+ * const struct pm_role pm_role_<name> (designated initialisers; unset hooks
+ * are NULL) listed in roles/pm_roles.c. A role whose init is NULL is
+ * registered but not implemented yet: the binary says so and exits 2.
+ *
+ * Threading: every hook runs on the loop thread. Ownership: hooks borrow
+ * every pointer they are given; a role frees what it allocates (its state
+ * in destroy, its per-connection data in ws_close).
+ */
+#ifndef PM_ROLE_H
+#define PM_ROLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pm_config.h"
+#include "pm_ws.h"
+
+#define PM_ROLE_ABI 1
+
+struct cJSON;
+struct evbuffer;
+struct pm_conn;
+struct pm_http_request;
+struct pm_server;
+
+struct pm_role {
+    int abi;               /* PM_ROLE_ABI */
+    const char *name;      /* as typed after --role= */
+    const char *summary;   /* one line for --help */
+    uint16_t default_port; /* 0: no inbound listener */
+
+    /* Role config: keys under "<name>.", bound to a struct of conf_size. */
+    const struct pm_conf_key *conf_keys;
+    size_t conf_size;
+    /* Legacy environment names of the role's deployments (may be NULL). */
+    const struct pm_conf_alias *env_aliases;
+    /* Cross-field checks after parsing; PM_OK or PM_EINVAL + reason. */
+    int (*validate)(const void *conf, char *err, size_t errlen);
+
+    /* Lifecycle. init allocates state (no network I/O); start runs with
+     * listeners bound; stop begins the drain (core has already sent close
+     * 1001 to WebSocket clients); destroy frees the state. */
+    int (*init)(struct pm_server *srv, const void *conf, void **state,
+                char *err, size_t errlen);
+    int (*start)(void *state, char *err, size_t errlen);
+    void (*stop)(void *state);
+    void (*destroy)(void *state);
+
+    /* A plain HTTP request core did not answer itself. Respond with
+     * pm_conn_http_respond and return PM_OK, or PM_ENOTFOUND for a 404.
+     * body holds the request body (Content-Length bytes). */
+    int (*http)(void *state, struct pm_conn *c,
+                const struct pm_http_request *req, const uint8_t *body,
+                size_t body_len);
+    /* A valid WebSocket upgrade: return PM_OK to accept (pm_conn_set_data
+     * may be called here), or an error with *status the HTTP status to
+     * refuse with (404 unknown path, 403, ...). */
+    int (*ws_upgrade)(void *state, struct pm_conn *c,
+                      const struct pm_http_request *req, int *status);
+    /* The 101 response is queued: the connection speaks WebSocket. */
+    void (*ws_open)(void *state, struct pm_conn *c);
+    /* One complete, validated TEXT or BINARY message. */
+    void (*ws_message)(void *state, struct pm_conn *c, enum pm_ws_opcode op,
+                       const uint8_t *data, size_t len);
+    /* A message was refused by limits.per_conn_rate (tell the client). */
+    void (*ws_limited)(void *state, struct pm_conn *c);
+    /* The connection is closing (code received, sent, or 1006): the last
+     * call that names c. Free per-connection data here. */
+    void (*ws_close)(void *state, struct pm_conn *c, uint16_t code);
+
+    /* Observability; all optional, none may block. */
+    void (*health)(void *state, struct cJSON *obj);     /* add fields */
+    void (*ready)(void *state, struct cJSON *failing);  /* add names */
+    void (*metrics)(void *state, struct evbuffer *out); /* scrape-time */
+};
+
+#endif

@@ -1,0 +1,824 @@
+/*
+ * pm_server: one role on one loop. Binds the listeners, creates a pm_conn
+ * per accepted socket, routes requests (per-IP rate limit, the core's
+ * health and metrics endpoints, WebSocket upgrades with their limits and
+ * Origin check, then the role), and runs the lifecycle: SIGTERM/SIGINT
+ * drain with close 1001 and a deadline, a second signal exits at once,
+ * SIGHUP reloads TLS material and log.level. Loop thread only.
+ */
+#include "config.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "pm_conn_int.h"
+#include "pm_listener.h"
+#include "pm_log.h"
+#include "pm_loop.h"
+#include "pm_metrics.h"
+#include "pm_ratelimit.h"
+#include "pm_server.h"
+#include "pm_tls.h"
+#include "pm_util.h"
+
+#define OFF(f) offsetof(struct pm_core_conf, f)
+
+static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const formats[] = {"json", "text", NULL};
+static const char *const envs[] = {"development", "production", NULL};
+static const char *const tls_versions[] = {"1.2", "1.3", NULL};
+
+/* Not const: the port default is the role's (set in pm_server_conf_table). */
+static struct pm_conf_key core_keys[] = {
+    {"addr", PM_CONF_STRING, OFF(addr), "0.0.0.0", 0, 0, NULL,
+     "listen address"},
+    {"port", PM_CONF_INT, OFF(port), NULL, 0, 65535, NULL,
+     "main listener port (0: none)"},
+    {"admin_port", PM_CONF_INT, OFF(admin_port), "0", 0, 65535, NULL,
+     "separate plain-HTTP port for /health /ready /metrics (0: main port)"},
+    {"public_url", PM_CONF_STRING, OFF(public_url), NULL, 0, 0, NULL,
+     "the URL clients should use (default derived from addr and port)"},
+    {"tls.cert", PM_CONF_STRING, OFF(tls_cert), NULL, 0, 0, NULL,
+     "PEM certificate chain file: serve TLS on the main port"},
+    {"tls.key", PM_CONF_STRING, OFF(tls_key), NULL, 0, 0, NULL,
+     "PEM private key file"},
+    {"tls.cert_pem", PM_CONF_STRING, OFF(tls_cert_pem), NULL, 0, 0, NULL,
+     "PEM certificate chain as text"},
+    {"tls.key_pem", PM_CONF_SECRET, OFF(tls_key_pem), NULL, 0, 0, NULL,
+     "PEM private key as text"},
+    {"tls.client_ca", PM_CONF_STRING, OFF(tls_client_ca), NULL, 0, 0, NULL,
+     "CA file: require and verify client certificates (mTLS)"},
+    {"tls.min_version", PM_CONF_ENUM, OFF(tls_min_version), "1.2", 0, 0,
+     tls_versions, "lowest TLS version: 1.2 or 1.3"},
+    {"log.level", PM_CONF_ENUM, OFF(log_level), "info", 0, 0, levels,
+     "debug, info, warn or error"},
+    {"log.format", PM_CONF_ENUM, OFF(log_format), "json", 0, 0, formats,
+     "json (one object per line) or text"},
+    {"metrics.emf", PM_CONF_BOOL, OFF(metrics_emf), "false", 0, 0, NULL,
+     "also print CloudWatch Embedded Metric Format lines"},
+    {"metrics.namespace", PM_CONF_STRING, OFF(metrics_namespace), "p2pmesh", 0,
+     0, NULL, "EMF namespace"},
+    {"metrics.interval", PM_CONF_DURATION, OFF(metrics_interval), "60s", 1000,
+     86400000, NULL, "EMF period"},
+    {"redis.url", PM_CONF_SECRET, OFF(redis_url), NULL, 0, 0, NULL,
+     "redis:// or rediss:// URL (empty: embedded in-memory state)"},
+    {"redis.require_tls", PM_CONF_BOOL, OFF(redis_require_tls), "false", 0, 0,
+     NULL, "refuse to start unless redis.url is rediss://"},
+    {"redis.key_prefix", PM_CONF_STRING, OFF(redis_key_prefix), NULL, 0, 0,
+     NULL, "prefix of every Redis key (default: the role name)"},
+    {"database.url", PM_CONF_SECRET, OFF(database_url), NULL, 0, 0, NULL,
+     "sqlite:PATH or postgres://... (role default)"},
+    {"jwt.secret", PM_CONF_SECRET, OFF(jwt_secret), NULL, 0, 0, NULL,
+     "HS256 key for roles that verify tokens"},
+    {"env", PM_CONF_ENUM, OFF(env), "development", 0, 0, envs,
+     "production turns unsafe defaults into startup errors"},
+    {"shutdown.grace", PM_CONF_DURATION, OFF(shutdown_grace), "25s", 0, 3600000,
+     NULL, "drain budget after SIGTERM"},
+    {"ws.max_message", PM_CONF_SIZE, OFF(ws_max_message), "64k", 125, 1 << 30,
+     NULL, "larger WebSocket message: close 1009"},
+    {"ws.ping_interval", PM_CONF_DURATION, OFF(ws_ping_interval), "25s", 100,
+     3600000, NULL, "server WebSocket pings"},
+    {"ws.idle_timeout", PM_CONF_DURATION, OFF(ws_idle_timeout), "75s", 100,
+     86400000, NULL, "no traffic and no pong for this long: close"},
+    {"ws.send_buffer", PM_CONF_SIZE, OFF(ws_send_buffer), "1m", 4096, 1 << 30,
+     NULL, "queued output of a client that stopped reading: drop it"},
+    {"http.max_header", PM_CONF_SIZE, OFF(http_max_header), "16k", 1024,
+     1 << 20, NULL, "request head limit: 431"},
+    {"http.max_body", PM_CONF_SIZE, OFF(http_max_body), "1m", 0, 1 << 30, NULL,
+     "request body limit: 413"},
+    {"http.header_timeout", PM_CONF_DURATION, OFF(http_header_timeout), "10s",
+     100, 3600000, NULL, "deadline for a whole request head (slowloris)"},
+    {"http.keepalive_timeout", PM_CONF_DURATION, OFF(http_keepalive_timeout),
+     "75s", 100, 3600000, NULL, "idle keep-alive connections are closed"},
+    {"limits.max_connections", PM_CONF_INT, OFF(max_connections), "10000", 0,
+     1000000, NULL, "open WebSocket connections; over it: 503 (0: no cap)"},
+    {"limits.per_ip_connections", PM_CONF_INT, OFF(per_ip_connections), "256",
+     0, 1000000, NULL, "WebSocket connections per client IP; over it: 429"},
+    {"limits.per_ip_rate", PM_CONF_RATE, OFF(per_ip_rate), "100/10s", 0, 0,
+     NULL, "HTTP requests and upgrades per client IP; over it: 429"},
+    {"limits.per_conn_rate", PM_CONF_RATE, OFF(per_conn_rate), "50/1s", 0, 0,
+     NULL, "WebSocket messages per connection; over it: refused"},
+    {"limits.per_conn_burst", PM_CONF_INT, OFF(per_conn_burst), "200", 1,
+     1000000, NULL, "burst allowance of limits.per_conn_rate"},
+    {"limits.trusted_proxies", PM_CONF_STRING, OFF(trusted_proxies), NULL, 0, 0,
+     NULL, "CIDRs whose X-Forwarded-For is believed (ALB)"},
+    {"origin.allow", PM_CONF_STRING, OFF(origin_allow), NULL, 0, 0, NULL,
+     "comma list of allowed Origin values (empty: any)"},
+    {NULL, 0, 0, NULL, 0, 0, NULL, NULL},
+};
+
+struct pm_server {
+    const struct pm_role *role;
+    void *role_state;
+    void *role_conf;
+    struct pm_config *cfg;
+    struct pm_core_conf *conf;
+    int argc;
+    char **argv;
+    struct pm_loop *loop;
+    struct pm_listener *main_l, *admin_l;
+    struct pm_tls *tls;
+    struct pm_metrics *metrics;
+    struct pm_core_stats stats;
+    struct pm_iptable *ips;
+    struct pm_cidr_list *trusted;
+    struct pm_conn_list conns;
+    struct event *tick, *deadline, *emf;
+    bool draining;
+    uint64_t start_ms;
+    char public_url[512];
+    int exit_code;
+};
+
+struct pm_conf_table
+pm_server_conf_table(struct pm_core_conf *conf, const struct pm_role *role)
+{
+    static char port[8];
+    struct pm_conf_table t = {core_keys, conf};
+
+    snprintf(port, sizeof port, "%u", (unsigned)role->default_port);
+    core_keys[1].def = port;
+    return t;
+}
+
+/* Does a comma-separated list contain this exact item? */
+static bool
+list_has(const char *list, const char *item, size_t len)
+{
+    const char *p = list;
+
+    while (p != NULL && *p != '\0') {
+        const char *comma = strchr(p, ',');
+        const char *e = comma ? comma : p + strlen(p);
+
+        while (*p == ' ')
+            p++;
+        while (e > p && e[-1] == ' ')
+            e--;
+        if ((size_t)(e - p) == len && memcmp(p, item, len) == 0)
+            return true;
+        p = comma ? comma + 1 : NULL;
+    }
+    return false;
+}
+
+int
+pm_server_conf_check(const struct pm_core_conf *conf, char *err, size_t errlen)
+{
+    struct pm_cidr_list *l;
+    char e[PM_ERRMSG_SIZE];
+
+    if (pm_cidr_list_parse(conf->trusted_proxies, &l, e, sizeof e) != PM_OK)
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "bad value for limits.trusted_proxies: %s", e);
+    pm_cidr_list_free(l);
+    if (conf->redis_require_tls &&
+        (conf->redis_url == NULL || strncmp(conf->redis_url, "rediss://", 9)))
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "redis.require_tls is set but redis.url is not a "
+                       "rediss:// URL");
+    if ((conf->tls_cert == NULL) != (conf->tls_key == NULL))
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "tls.cert and tls.key must be set together");
+    if ((conf->tls_cert_pem == NULL) != (conf->tls_key_pem == NULL))
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "tls.cert_pem and tls.key_pem must be set together");
+    if (conf->admin_port != 0 && conf->admin_port == conf->port)
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "admin_port must differ from port");
+    return PM_OK;
+}
+
+static struct pm_tls_conf
+tls_conf(const struct pm_core_conf *c)
+{
+    struct pm_tls_conf t = {c->tls_cert,      c->tls_key,
+                            c->tls_cert_pem,  c->tls_key_pem,
+                            c->tls_client_ca, c->tls_min_version};
+
+    return t;
+}
+
+struct event_base *
+pm_server_base(struct pm_server *srv)
+{
+    return pm_loop_base(srv->loop);
+}
+
+struct pm_metrics *
+pm_server_metrics(struct pm_server *srv)
+{
+    return srv->metrics;
+}
+
+const struct pm_core_conf *
+pm_server_conf(const struct pm_server *srv)
+{
+    return srv->conf;
+}
+
+const char *
+pm_server_public_url(const struct pm_server *srv)
+{
+    return srv->public_url;
+}
+
+bool
+pm_server_is_draining(const struct pm_server *srv)
+{
+    return srv->draining;
+}
+
+void
+pm_server_defer(struct pm_server *srv, void (*fn)(void *), void *arg)
+{
+    pm_loop_defer(srv->loop, fn, arg);
+}
+
+struct pm_core_stats *
+pm_server_stats(struct pm_server *srv)
+{
+    return &srv->stats;
+}
+
+const struct pm_role *
+pm_server_role(struct pm_server *srv, void **state)
+{
+    *state = srv->role_state;
+    return srv->role;
+}
+
+static void
+count_rejected(struct pm_server *srv, const char *limit)
+{
+    char labels[64];
+
+    snprintf(labels, sizeof labels, "limit=\"%s\"", limit);
+    (*pm_metrics_counter(srv->metrics, "p2pmesh_rejected_total", labels,
+                         "Requests, upgrades and messages refused by a "
+                         "limit"))++;
+}
+
+/* ---- core HTTP endpoints ---------------------------------------------- */
+
+static void
+respond_json(struct pm_conn *c, int status, cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+
+    pm_conn_http_respond(c, status, "application/json", NULL, s, strlen(s));
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void
+serve_health(struct pm_server *srv, struct pm_conn *c)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "status", srv->draining ? "draining" : "ok");
+    cJSON_AddStringToObject(o, "role", srv->role->name);
+    cJSON_AddStringToObject(o, "version", pm_version);
+    cJSON_AddNumberToObject(o, "uptime_s",
+                            (double)((pm_now_ms() - srv->start_ms) / 1000));
+    cJSON_AddNumberToObject(o, "connections", (double)*srv->stats.ws_open);
+    if (srv->role->health != NULL)
+        srv->role->health(srv->role_state, o);
+    respond_json(c, srv->draining ? 503 : 200, o);
+}
+
+static void
+serve_ready(struct pm_server *srv, struct pm_conn *c)
+{
+    cJSON *o = cJSON_CreateObject(), *failing = cJSON_CreateArray();
+
+    if (srv->draining)
+        cJSON_AddItemToArray(failing, cJSON_CreateString("draining"));
+    if (srv->role->ready != NULL)
+        srv->role->ready(srv->role_state, failing);
+    if (cJSON_GetArraySize(failing) == 0) {
+        cJSON_Delete(failing);
+        cJSON_AddStringToObject(o, "status", "ready");
+        respond_json(c, 200, o);
+        return;
+    }
+    cJSON_AddStringToObject(o, "status", "unready");
+    cJSON_AddItemToObject(o, "failing", failing);
+    respond_json(c, 503, o);
+}
+
+static void
+serve_metrics(struct pm_server *srv, struct pm_conn *c)
+{
+    struct evbuffer *b = evbuffer_new();
+    size_t len;
+
+    pm_metrics_render(srv->metrics, b);
+    if (srv->role->metrics != NULL)
+        srv->role->metrics(srv->role_state, b);
+    len = evbuffer_get_length(b);
+    pm_conn_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+                         NULL, evbuffer_pullup(b, -1), len);
+    evbuffer_free(b);
+}
+
+static void
+respond_text(struct pm_conn *c, int status, const char *extra)
+{
+    char body[128];
+    int n =
+        snprintf(body, sizeof body, "%d %s\n", status, pm_http_reason(status));
+
+    pm_conn_http_respond(c, status, "text/plain; charset=utf-8", extra, body,
+                         (size_t)n);
+}
+
+/* Serve /health, /ready, /metrics and aliases; false if not ours. */
+static bool
+serve_core(struct pm_server *srv, struct pm_conn *c,
+           const struct pm_http_request *req)
+{
+    const char *p = req->path;
+    size_t n = req->path_len;
+    enum { HEALTH, READY, METRICS } what;
+
+    if (pm_strcaseeq(p, n, "/health") || pm_strcaseeq(p, n, "/healthz"))
+        what = HEALTH;
+    else if (pm_strcaseeq(p, n, "/ready") || pm_strcaseeq(p, n, "/readyz"))
+        what = READY;
+    else if (pm_strcaseeq(p, n, "/metrics"))
+        what = METRICS;
+    else
+        return false;
+    if (!pm_strcaseeq(req->method, req->method_len, "GET") &&
+        !pm_strcaseeq(req->method, req->method_len, "HEAD")) {
+        respond_text(c, 405, "Allow: GET, HEAD\r\n");
+        return true;
+    }
+    if (what == HEALTH)
+        serve_health(srv, c);
+    else if (what == READY)
+        serve_ready(srv, c);
+    else
+        serve_metrics(srv, c);
+    return true;
+}
+
+/* ---- WebSocket upgrade -------------------------------------------------- */
+
+static void
+upgrade(struct pm_server *srv, struct pm_conn *c,
+        const struct pm_http_request *req)
+{
+    const struct pm_core_conf *conf = srv->conf;
+    const struct pm_http_header *key, *ver, *origin;
+    char accept[29], extra[128];
+    int status = 0;
+
+    key = pm_http_header_get(req, "sec-websocket-key");
+    ver = pm_http_header_get(req, "sec-websocket-version");
+    if (!pm_strcaseeq(req->method, req->method_len, "GET") || req->minor < 1 ||
+        key == NULL || !pm_ws_key_valid(key->value, key->value_len)) {
+        respond_text(c, 400, NULL);
+        return;
+    }
+    if (ver == NULL || !pm_strcaseeq(ver->value, ver->value_len, "13")) {
+        respond_text(c, 426, "Sec-WebSocket-Version: 13\r\n");
+        return;
+    }
+    if (srv->draining) {
+        respond_text(c, 503, NULL);
+        return;
+    }
+    origin = pm_http_header_get(req, "origin");
+    if (conf->origin_allow != NULL && origin != NULL &&
+        !list_has(conf->origin_allow, origin->value, origin->value_len)) {
+        count_rejected(srv, "origin");
+        respond_text(c, 403, NULL);
+        return;
+    }
+    if (conf->max_connections > 0 &&
+        *srv->stats.ws_open >= conf->max_connections) {
+        count_rejected(srv, "max_connections");
+        respond_text(c, 503, NULL);
+        return;
+    }
+    if (pm_iptable_conn_acquire(srv->ips, c->ip,
+                                (uint32_t)conf->per_ip_connections) != PM_OK) {
+        count_rejected(srv, "per_ip_connections");
+        respond_text(c, 429, NULL);
+        return;
+    }
+    c->ip_counted = true;
+    if (srv->role->ws_upgrade == NULL ||
+        srv->role->ws_upgrade(srv->role_state, c, req, &status) != PM_OK) {
+        respond_text(c, status ? status : 404, NULL);
+        return;
+    }
+    pm_ws_accept_key(key->value, key->value_len, accept);
+    snprintf(extra, sizeof extra,
+             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Accept: %s\r\n",
+             accept);
+    pm_http_write_response(bufferevent_get_output(c->bev), 101, NULL, extra,
+                           NULL, 0, true, false);
+    (*srv->stats.ws_upgrades)++;
+    (*srv->stats.ws_open)++;
+    pm_conn_ws_start(c);
+    if (srv->role->ws_open != NULL)
+        srv->role->ws_open(srv->role_state, c);
+}
+
+void
+pm_server_request(struct pm_server *srv, struct pm_conn *c,
+                  const struct pm_http_request *req, const uint8_t *body,
+                  size_t body_len)
+{
+    const struct pm_http_header *xff =
+        pm_http_header_get(req, "x-forwarded-for");
+    int rv;
+
+    pm_addr_client(srv->trusted, c->peer, xff ? xff->value : NULL,
+                   xff ? xff->value_len : 0, c->ip);
+    if (serve_core(srv, c, req))
+        return;
+    if (c->admin) {
+        respond_text(c, 404, NULL);
+        return;
+    }
+    if (!pm_iptable_rate_take(srv->ips, c->ip, &srv->conf->per_ip_rate,
+                              pm_now_ms())) {
+        count_rejected(srv, "per_ip_rate");
+        respond_text(c, 429, "Retry-After: 1\r\n");
+        return;
+    }
+    if (req->upgrade_websocket ||
+        pm_http_header_get(req, "sec-websocket-key") != NULL) {
+        upgrade(srv, c, req);
+        return;
+    }
+    rv = srv->role->http
+             ? srv->role->http(srv->role_state, c, req, body, body_len)
+             : PM_ENOTFOUND;
+    if (rv != PM_OK)
+        respond_text(c, 404, NULL);
+}
+
+void
+pm_server_conn_closing(struct pm_server *srv, struct pm_conn *c, uint16_t code)
+{
+    char labels[32];
+
+    snprintf(labels, sizeof labels, "code=\"%u\"", (unsigned)code);
+    (*pm_metrics_counter(srv->metrics, "p2pmesh_ws_closes_total", labels,
+                         "WebSocket connections closed, by close code"))++;
+    if (srv->role->ws_close != NULL)
+        srv->role->ws_close(srv->role_state, c, code);
+}
+
+void
+pm_server_conn_free(struct pm_server *srv, struct pm_conn *c)
+{
+    if (c->ws_notified || c->state == PM_CONN_WS_OPEN)
+        (*srv->stats.ws_open)--;
+    if (c->ip_counted)
+        pm_iptable_conn_release(srv->ips, c->ip);
+    (*srv->stats.conns_open)--;
+    TAILQ_REMOVE(&srv->conns, c, link);
+}
+
+/* ---- accept --------------------------------------------------------- */
+
+static void
+accept_conn(struct pm_server *srv, int fd, const struct sockaddr *sa,
+            bool admin)
+{
+    struct bufferevent *bev;
+    struct pm_conn *c;
+    char peer[PM_ADDR_STRLEN];
+    int one = 1;
+
+    pm_addr_format(sa, peer);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    evutil_make_socket_nonblocking(fd);
+    if (srv->tls != NULL && !admin)
+        bev = pm_tls_wrap(srv->tls, pm_server_base(srv), fd);
+    else
+        bev = bufferevent_socket_new(pm_server_base(srv), fd,
+                                     BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        pm_log_kv(PM_LOG_WARN, "accept_failed", "cannot set up a connection",
+                  "ip", peer, NULL);
+        return;
+    }
+    c = pm_conn_new(srv, bev, peer, admin);
+    TAILQ_INSERT_TAIL(&srv->conns, c, link);
+    (*srv->stats.conns_total)++;
+    (*srv->stats.conns_open)++;
+}
+
+static void
+accept_main(int fd, const struct sockaddr *sa, void *arg)
+{
+    accept_conn(arg, fd, sa, false);
+}
+
+static void
+accept_admin(int fd, const struct sockaddr *sa, void *arg)
+{
+    accept_conn(arg, fd, sa, true);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pm_server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    if (srv->draining && *srv->stats.ws_open == 0) {
+        pm_log(PM_LOG_INFO, "drained", "all WebSocket clients closed");
+        pm_loop_stop(srv->loop);
+        return;
+    }
+    pm_iptable_sweep(srv->ips, &srv->conf->per_ip_rate, pm_now_ms());
+}
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pm_server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    pm_log(PM_LOG_WARN, "drain_deadline",
+           "shutdown.grace passed with %lld WebSocket clients left",
+           (long long)*srv->stats.ws_open);
+    pm_loop_stop(srv->loop);
+}
+
+static void
+emf_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pm_server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    pm_metrics_emit_emf(srv->metrics, srv->conf->metrics_namespace,
+                        srv->role->name);
+}
+
+static void
+on_terminate(int signo, void *arg)
+{
+    struct pm_server *srv = arg;
+    struct pm_conn *c, *next;
+    struct timeval grace = {(time_t)(srv->conf->shutdown_grace / 1000),
+                            (suseconds_t)(srv->conf->shutdown_grace % 1000) *
+                                1000};
+    struct timeval fast = {0, 20000};
+
+    if (srv->draining) {
+        pm_log(PM_LOG_WARN, "shutdown_forced",
+               "second %s: exiting without draining", strsignal(signo));
+        _exit(1);
+    }
+    srv->draining = true;
+    pm_log(PM_LOG_INFO, "shutdown_started",
+           "%s: draining %lld WebSocket clients (grace %llums)",
+           strsignal(signo), (long long)*srv->stats.ws_open,
+           (unsigned long long)srv->conf->shutdown_grace);
+    for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        pm_conn_drain(c);
+    }
+    if (srv->role->stop != NULL)
+        srv->role->stop(srv->role_state);
+    event_del(srv->tick);
+    event_add(srv->tick, &fast);
+    event_add(srv->deadline, &grace);
+}
+
+/* SIGHUP: reread the file and environment; apply TLS and log.level. */
+static void
+on_reload(int signo, void *arg)
+{
+    struct pm_server *srv = arg;
+    struct pm_core_conf fresh;
+    void *role_fresh = pm_xcalloc(1, srv->role->conf_size + 1);
+    struct pm_conf_table core = pm_server_conf_table(&fresh, srv->role);
+    struct pm_conf_table role = {srv->role->conf_keys, role_fresh};
+    struct pm_config *cfg;
+    char err[PM_ERRMSG_SIZE];
+    extern char **environ;
+
+    (void)signo;
+    memset(&fresh, 0, sizeof fresh);
+    cfg = pm_config_new(&core, &role, srv->role->env_aliases);
+    if (pm_config_load(cfg, srv->argc, srv->argv, environ, err, sizeof err) !=
+        PM_OK) {
+        pm_log(PM_LOG_ERROR, "reload_failed", "%s; keeping the old settings",
+               err);
+        goto done;
+    }
+    {
+        enum pm_log_level lv;
+
+        if (pm_log_level_parse(fresh.log_level, &lv) == PM_OK)
+            pm_log_set_level(lv);
+    }
+    if (srv->tls != NULL) {
+        struct pm_tls_conf tc = tls_conf(&fresh);
+
+        if (pm_tls_reload(srv->tls, &tc, err, sizeof err) != PM_OK)
+            pm_log(PM_LOG_ERROR, "tls_reload_failed",
+                   "%s; keeping the old certificate", err);
+        else
+            pm_log(PM_LOG_INFO, "tls_reloaded", "TLS material reloaded");
+    }
+    pm_log(PM_LOG_INFO, "reloaded", "configuration reloaded (log.level %s)",
+           fresh.log_level);
+done:
+    pm_config_free(cfg);
+    free(role_fresh);
+}
+
+static void
+init_stats(struct pm_server *srv)
+{
+    struct pm_metrics *m = srv->metrics;
+    struct pm_core_stats *st = &srv->stats;
+
+    st->conns_total = pm_metrics_counter(m, "p2pmesh_connections_total", NULL,
+                                         "TCP connections accepted");
+    st->conns_open = pm_metrics_gauge(m, "p2pmesh_connections_open", NULL,
+                                      "TCP connections open");
+    st->ws_open = pm_metrics_gauge(m, "p2pmesh_ws_connections_open", NULL,
+                                   "WebSocket connections open");
+    st->http_requests = pm_metrics_counter(m, "p2pmesh_http_requests_total",
+                                           NULL, "HTTP requests parsed");
+    st->ws_upgrades = pm_metrics_counter(m, "p2pmesh_ws_upgrades_total", NULL,
+                                         "WebSocket upgrades accepted");
+    st->ws_msgs_rx = pm_metrics_counter(m, "p2pmesh_ws_messages_received_total",
+                                        NULL, "WebSocket messages received");
+    st->ws_msgs_tx = pm_metrics_counter(m, "p2pmesh_ws_messages_sent_total",
+                                        NULL, "WebSocket messages sent");
+    st->ws_bytes_rx =
+        pm_metrics_counter(m, "p2pmesh_ws_received_bytes_total", NULL,
+                           "WebSocket payload bytes received");
+    st->ws_bytes_tx = pm_metrics_counter(m, "p2pmesh_ws_sent_bytes_total", NULL,
+                                         "WebSocket payload bytes sent");
+    st->header_timeouts = pm_metrics_counter(
+        m, "p2pmesh_rejected_total", "limit=\"header_timeout\"",
+        "Requests, upgrades and messages refused by a limit");
+    st->rate_refused = pm_metrics_counter(
+        m, "p2pmesh_rejected_total", "limit=\"per_conn_rate\"",
+        "Requests, upgrades and messages refused by a limit");
+}
+
+struct pm_server *
+pm_server_new(const struct pm_role *role, int argc, char **argv,
+              struct pm_config *cfg, struct pm_core_conf *conf, void *role_conf,
+              char *err, size_t errlen)
+{
+    struct pm_server *srv;
+    char e[PM_ERRMSG_SIZE];
+
+    if (pm_server_conf_check(conf, err, errlen) != PM_OK)
+        return NULL;
+    srv = pm_xcalloc(1, sizeof *srv);
+    srv->role = role;
+    srv->role_conf = role_conf;
+    srv->cfg = cfg;
+    srv->conf = conf;
+    srv->argc = argc;
+    srv->argv = argv;
+    srv->start_ms = pm_now_ms();
+    TAILQ_INIT(&srv->conns);
+    srv->loop = pm_loop_new(err, errlen);
+    if (srv->loop == NULL)
+        goto fail;
+    srv->metrics = pm_metrics_new();
+    init_stats(srv);
+    srv->ips = pm_iptable_new();
+    pm_cidr_list_parse(conf->trusted_proxies, &srv->trusted, e, sizeof e);
+    if (conf->public_url != NULL)
+        pm_strlcpy(srv->public_url, conf->public_url, sizeof srv->public_url);
+    else
+        snprintf(srv->public_url, sizeof srv->public_url, "%s://%s:%lld",
+                 conf->tls_cert || conf->tls_cert_pem ? "https" : "http",
+                 conf->addr, (long long)conf->port);
+    {
+        struct pm_tls_conf tc = tls_conf(conf);
+
+        if (pm_tls_wanted(&tc) &&
+            (srv->tls = pm_tls_new(&tc, err, errlen)) == NULL)
+            goto fail;
+    }
+    return srv;
+fail:
+    pm_server_free(srv);
+    return NULL;
+}
+
+int
+pm_server_run(struct pm_server *srv, char *err, size_t errlen)
+{
+    struct event_base *base = pm_server_base(srv);
+    const struct pm_core_conf *conf = srv->conf;
+    struct timeval sec = {1, 0};
+    int rv;
+
+    if (srv->role->init(srv, srv->role_conf, &srv->role_state, err, errlen) !=
+        PM_OK)
+        return 2;
+    if (conf->port > 0 || srv->role->default_port > 0) {
+        srv->main_l = pm_listener_new(base, conf->addr, (int)conf->port,
+                                      accept_main, srv, err, errlen);
+        if (srv->main_l == NULL)
+            return 2;
+    }
+    if (conf->admin_port > 0) {
+        srv->admin_l = pm_listener_new(base, conf->addr, (int)conf->admin_port,
+                                       accept_admin, srv, err, errlen);
+        if (srv->admin_l == NULL)
+            return 2;
+    }
+    if (srv->role->start != NULL &&
+        srv->role->start(srv->role_state, err, errlen) != PM_OK)
+        return 2;
+    pm_loop_on_signal(srv->loop, SIGTERM, on_terminate, srv);
+    pm_loop_on_signal(srv->loop, SIGINT, on_terminate, srv);
+    pm_loop_on_signal(srv->loop, SIGHUP, on_reload, srv);
+    signal(SIGPIPE, SIG_IGN);
+    srv->tick = event_new(base, -1, EV_PERSIST, tick_cb, srv);
+    event_add(srv->tick, &sec);
+    srv->deadline = evtimer_new(base, deadline_cb, srv);
+    if (conf->metrics_emf) {
+        struct timeval iv = {(time_t)(conf->metrics_interval / 1000), 0};
+
+        srv->emf = event_new(base, -1, EV_PERSIST, emf_cb, srv);
+        event_add(srv->emf, &iv);
+    }
+    pm_log_kv(PM_LOG_INFO, "listening", "serving", "role", NULL, "url",
+              srv->public_url, "addr", conf->addr, "tls",
+              srv->tls ? "on" : "off", NULL);
+    if (srv->main_l != NULL)
+        pm_log(PM_LOG_INFO, "listening_port", "main port %d%s",
+               pm_listener_port(srv->main_l),
+               srv->admin_l ? ", admin port separate" : "");
+    rv = pm_loop_run(srv->loop);
+    pm_log(PM_LOG_INFO, "shutdown_complete", "exiting");
+    return rv == PM_OK ? srv->exit_code : 1;
+}
+
+void
+pm_server_free(struct pm_server *srv)
+{
+    struct pm_conn *c;
+
+    if (srv == NULL)
+        return;
+    /* Connections still open at exit: free them directly. */
+    while ((c = TAILQ_FIRST(&srv->conns)) != NULL) {
+        TAILQ_REMOVE(&srv->conns, c, link);
+        if ((c->state == PM_CONN_WS_OPEN || c->state == PM_CONN_WS_CLOSING) &&
+            !c->ws_notified && srv->role->ws_close != NULL) {
+            c->ws_notified = true;
+            srv->role->ws_close(srv->role_state, c, PM_WS_GOING_AWAY);
+        }
+        bufferevent_free(c->bev);
+        event_free(c->timer);
+        pm_ws_parser_close(&c->ws);
+        free(c);
+    }
+    if (srv->role_state != NULL && srv->role->destroy != NULL)
+        srv->role->destroy(srv->role_state);
+    pm_listener_free(srv->main_l);
+    pm_listener_free(srv->admin_l);
+    if (srv->tick)
+        event_free(srv->tick);
+    if (srv->deadline)
+        event_free(srv->deadline);
+    if (srv->emf)
+        event_free(srv->emf);
+    pm_loop_free(srv->loop);
+    pm_tls_free(srv->tls);
+    pm_iptable_free(srv->ips);
+    pm_cidr_list_free(srv->trusted);
+    pm_metrics_free(srv->metrics);
+    free(srv);
+}

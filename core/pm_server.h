@@ -1,0 +1,90 @@
+/*
+ * pm_server: runs one role. Holds the core configuration, binds the main
+ * (and optional admin) listener, owns every connection, routes each HTTP
+ * request (limits, core health routes, WebSocket upgrades, role routes),
+ * and drives graceful shutdown (SIGTERM/SIGINT) and reload (SIGHUP).
+ */
+#ifndef PM_SERVER_H
+#define PM_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pm_config.h"
+#include "pm_role.h"
+
+struct event_base;
+struct pm_metrics;
+
+/* Core keys (platform.md section 3); filled by pm_config. */
+struct pm_core_conf {
+    char *addr;
+    int64_t port;
+    int64_t admin_port;
+    char *public_url;
+    char *tls_cert, *tls_key, *tls_cert_pem, *tls_key_pem, *tls_client_ca;
+    char *tls_min_version;
+    char *log_level;
+    char *log_format;
+    bool metrics_emf;
+    char *metrics_namespace;
+    uint64_t metrics_interval;
+    char *redis_url;
+    bool redis_require_tls;
+    char *redis_key_prefix;
+    char *database_url;
+    char *jwt_secret;
+    char *env;
+    uint64_t shutdown_grace;
+    uint64_t ws_max_message;
+    uint64_t ws_ping_interval;
+    uint64_t ws_idle_timeout;
+    uint64_t ws_send_buffer;
+    uint64_t http_max_header;
+    uint64_t http_max_body;
+    uint64_t http_header_timeout;
+    uint64_t http_keepalive_timeout;
+    int64_t max_connections;
+    int64_t per_ip_connections;
+    struct pm_rate per_ip_rate;
+    struct pm_rate per_conn_rate;
+    int64_t per_conn_burst;
+    char *trusted_proxies;
+    char *origin_allow;
+};
+
+/* The core key table bound to conf (port default from the role). */
+struct pm_conf_table pm_server_conf_table(struct pm_core_conf *conf,
+                                          const struct pm_role *role);
+
+struct pm_server;
+
+/*
+ * Build a server for role with parsed core and role configs (borrowed;
+ * they must outlive the server). argv is kept to reload on SIGHUP.
+ * Checks cross-key rules. NULL with a one-line reason in err on failure.
+ */
+struct pm_server *pm_server_new(const struct pm_role *role, int argc,
+                                char **argv, struct pm_config *cfg,
+                                struct pm_core_conf *conf, void *role_conf,
+                                char *err, size_t errlen);
+/* Bind, start the role, run until drained. Returns the exit status. */
+int pm_server_run(struct pm_server *srv, char *err, size_t errlen);
+void pm_server_free(struct pm_server *srv);
+
+/* Validate core keys that need more than a type check. */
+int pm_server_conf_check(const struct pm_core_conf *conf, char *err,
+                         size_t errlen);
+
+/* For roles: the loop, the metrics registry, the core config. */
+struct event_base *pm_server_base(struct pm_server *srv);
+struct pm_metrics *pm_server_metrics(struct pm_server *srv);
+const struct pm_core_conf *pm_server_conf(const struct pm_server *srv);
+/* The URL clients should use (public_url, or derived from addr/port). */
+const char *pm_server_public_url(const struct pm_server *srv);
+bool pm_server_is_draining(const struct pm_server *srv);
+/* Run fn(arg) after the current callback returns (see pm_loop_defer). */
+void pm_server_defer(struct pm_server *srv, void (*fn)(void *), void *arg);
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * pm_util: the bottom of the core. Error codes shared by every module,
+ * allocation that aborts on out-of-memory (tmux xmalloc style), clocks,
+ * random ids and small string helpers. No dependency beyond libc and
+ * OpenSSL's RAND_bytes.
+ */
+#ifndef PM_UTIL_H
+#define PM_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The one error convention: 0 is success, failures are negative. */
+enum pm_err {
+    PM_OK = 0,
+    PM_EINVAL = -1,    /* bad argument or value */
+    PM_ENOMEM = -2,    /* allocation refused (network-sized only) */
+    PM_EIO = -3,       /* system or library I/O failure */
+    PM_EPROTO = -4,    /* peer broke the protocol */
+    PM_EAGAIN = -5,    /* incomplete input: call again with more */
+    PM_ECLOSED = -6,   /* object already closed */
+    PM_ETIMEDOUT = -7, /* deadline passed */
+    PM_EUNAVAIL = -8,  /* dependency unreachable */
+    PM_ELIMIT = -9,    /* a configured limit was hit */
+    PM_ENOTFOUND = -10 /* no such thing */
+};
+
+#define PM_ERRMSG_SIZE 256
+
+/* The program version (PACKAGE_VERSION), for banners and /health. */
+extern const char pm_version[];
+
+/* Static text for an error code, e.g. "invalid argument". */
+const char *pm_strerror(int err);
+
+/* Abort with a fatal log line when an internal invariant breaks. */
+#define PM_ASSERT(cond)                                                        \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            pm_assert_fail(#cond, __FILE__, __LINE__);                         \
+    } while (0)
+void pm_assert_fail(const char *what, const char *file, int line)
+    __attribute__((noreturn));
+
+/* Allocation that never returns NULL: out of memory aborts the process. */
+void *pm_xmalloc(size_t size);
+void *pm_xcalloc(size_t n, size_t size);
+void *pm_xrealloc(void *p, size_t size);
+char *pm_xstrdup(const char *s);
+char *pm_xstrndup(const char *s, size_t n);
+char *pm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic milliseconds (CLOCK_MONOTONIC) and wall-clock milliseconds. */
+uint64_t pm_now_ms(void);
+uint64_t pm_wall_ms(void);
+/* Monotonic nanoseconds, for latency measurement. */
+uint64_t pm_now_ns(void);
+
+/* Cryptographically random bytes; aborts if the RNG fails. */
+void pm_random_bytes(void *buf, size_t n);
+/* n random bytes written as 2n lowercase hex characters plus NUL. */
+void pm_random_hex(char *out, size_t n);
+/* A random RFC 4122 version 4 UUID in canonical form (36 chars + NUL). */
+void pm_uuid_v4(char out[37]);
+
+/* Copy at most size-1 bytes and NUL-terminate; returns strlen(src). */
+size_t pm_strlcpy(char *dst, const char *src, size_t size);
+/* snprintf into an error buffer (NULL-safe); returns the code given. */
+int pm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Case-insensitive compare of a counted string with a C string. */
+bool pm_strcaseeq(const char *s, size_t len, const char *lit);
+
+#endif

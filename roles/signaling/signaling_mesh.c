@@ -1,0 +1,287 @@
+/*
+ * signaling_mesh: the p2pmesh dialect (the P2PMesh library's protocol).
+ * JSON text frames with a "type"; type strings and error texts are kept
+ * verbatim from the reference servers. Relayed messages get "from" set to
+ * the sender's registered id and everything else forwarded untouched.
+ * Loop thread.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "pm_conn.h"
+#include "pm_log.h"
+#include "pm_metrics.h"
+#include "pm_util.h"
+#include "signaling.h"
+
+/* Relayed types, and whether "not found" names batched signals. */
+static const char *const relay_types[] = {
+    "signal",
+    "batched_signals",
+    "offer",
+    "answer",
+    "candidate",
+    "ack",
+    "connection_rejected",
+    "signal_rejected",
+    "kademlia_rpc_request",
+    "kademlia_rpc_response",
+    NULL,
+};
+
+static void
+send_json(struct sig_client *c, cJSON *o)
+{
+    pm_conn_ws_send_json(c->conn, o);
+    cJSON_Delete(o);
+}
+
+void
+sig_send_error(struct sig_client *c, const char *text)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "type", "error");
+    cJSON_AddStringToObject(o, "message", text);
+    send_json(c, o);
+}
+
+void
+sig_not_found_text(char *out, size_t len, const char *target, const char *type)
+{
+    if (strcmp(type, "batched_signals") == 0)
+        snprintf(out, len, "Peer %s not found for batched signals.", target);
+    else if (strncmp(type, "kademlia_", 9) == 0)
+        snprintf(out, len, "Peer %s not found for %s.", target, type);
+    else
+        snprintf(out, len, "Peer %s not found.", target);
+}
+
+/* Send the same text to many clients (serialised once). */
+static void
+send_to_all(struct sig_client **to, size_t n, const cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    size_t len = strlen(s), i;
+
+    for (i = 0; i < n; i++)
+        pm_conn_ws_send(to[i]->conn, PM_WS_TEXT, s, len);
+    free(s);
+}
+
+/* {"type":t,"peerId":id} to the nearest announce_max peers of the realm. */
+static void
+announce(struct sig *s, struct sig_client *c, const char *type, const char *id)
+{
+    size_t k = c->realm->npeers, n;
+    struct sig_client **to;
+    cJSON *o;
+
+    if (k == 0 || s->conf->announce_max <= 0)
+        return;
+    if (k > (size_t)s->conf->announce_max)
+        k = (size_t)s->conf->announce_max;
+    to = pm_xmalloc(k * sizeof *to);
+    n = sig_realm_nearest(c->realm, id, c, k, to);
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", type);
+    cJSON_AddStringToObject(o, "peerId", id);
+    send_to_all(to, n, o);
+    cJSON_Delete(o);
+    free(to);
+}
+
+/* Unregister c's id and tell the realm (exactly once per departure). */
+void
+sig_mesh_departed(struct sig *s, struct sig_client *c)
+{
+    char *id;
+
+    if (c->id == NULL)
+        return;
+    id = pm_xstrdup(c->id);
+    sig_realm_remove(s, c);
+    announce(s, c, "peer_left", id);
+    pm_log_kv(PM_LOG_DEBUG, "peer_left", "peer left", "peer", id, "realm",
+              c->realm->name, NULL);
+    free(id);
+}
+
+static void
+send_bootstrap(struct sig *s, struct sig_client *c)
+{
+    size_t k = (size_t)s->conf->bootstrap_count, n, i;
+    struct sig_client **near = pm_xmalloc((k ? k : 1) * sizeof *near);
+    cJSON *o = cJSON_CreateObject(), *peers;
+
+    n = sig_realm_nearest(c->realm, c->id, c, k, near);
+    cJSON_AddStringToObject(o, "type", "bootstrap_peers");
+    peers = cJSON_AddArrayToObject(o, "peers");
+    for (i = 0; i < n; i++) {
+        cJSON *p = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(p, "id", near[i]->id);
+        cJSON_AddItemToArray(peers, p);
+    }
+    send_json(c, o);
+    free(near);
+}
+
+static void
+on_join(struct sig *s, struct sig_client *c, cJSON *msg)
+{
+    const cJSON *pid = cJSON_GetObjectItemCaseSensitive(msg, "peerId");
+    struct sig_client *holder;
+    const char *id;
+
+    if (!cJSON_IsString(pid) || pid->valuestring[0] == '\0') {
+        sig_send_error(c, "peerId is required for join message.");
+        return;
+    }
+    id = pid->valuestring;
+    if (strlen(id) > SIG_MAX_ID) {
+        sig_send_error(c, "peerId must be at most 128 bytes.");
+        return;
+    }
+    if (c->id != NULL && strcmp(c->id, id) == 0) {
+        send_bootstrap(s, c); /* a repeated join: answer again */
+        return;
+    }
+    holder = sig_realm_find(c->realm, id);
+    if (holder == NULL &&
+        c->realm->npeers >= (unsigned)s->conf->max_peers_per_realm &&
+        c->id == NULL) {
+        sig_send_error(c, "Realm is full.");
+        return;
+    }
+    if (c->id != NULL) /* a new id on the same socket replaces the old */
+        sig_mesh_departed(s, c);
+    if (holder != NULL) {
+        /* The newcomer wins; the old socket's close must not unregister. */
+        sig_send_error(holder, "Another client joined with your ID.");
+        sig_realm_remove(s, holder);
+        pm_conn_ws_close(holder->conn, PM_WS_NORMAL,
+                         "another client joined with this id");
+    }
+    sig_realm_add(s, c, id);
+    (*s->stats.joins)++;
+    pm_log_kv(PM_LOG_DEBUG, "peer_joined", "peer joined", "peer", id, "realm",
+              c->realm->name, "ip", pm_conn_ip(c->conn), NULL);
+    send_bootstrap(s, c);
+    announce(s, c, "peer_joined", id);
+    sig_offline_deliver(s, c);
+}
+
+static void
+on_leave(struct sig *s, struct sig_client *c)
+{
+    sig_mesh_departed(s, c);
+    pm_conn_ws_close(c->conn, PM_WS_NORMAL, "left");
+}
+
+static void
+on_ping(struct sig_client *c, cJSON *msg)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *ts = cJSON_GetObjectItemCaseSensitive(msg, "timestamp");
+
+    cJSON_AddStringToObject(o, "type", "pong");
+    if (ts != NULL)
+        cJSON_AddItemToObject(o, "timestamp", cJSON_Duplicate(ts, 1));
+    send_json(c, o);
+}
+
+static void
+on_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *type)
+{
+    const cJSON *to = cJSON_GetObjectItemCaseSensitive(msg, "to");
+    struct sig_client *target;
+    char text[SIG_MAX_ID + 128];
+    char *out;
+    size_t len;
+
+    if (c->id == NULL) {
+        snprintf(text, sizeof text, "You must join before sending %s.", type);
+        sig_send_error(c, text);
+        return;
+    }
+    if (!cJSON_IsString(to) || to->valuestring[0] == '\0') {
+        snprintf(text, sizeof text, "'to' field is required for %s.", type);
+        sig_send_error(c, text);
+        return;
+    }
+    /* The server always names the sender. */
+    if (cJSON_GetObjectItemCaseSensitive(msg, "from") != NULL)
+        cJSON_ReplaceItemInObjectCaseSensitive(msg, "from",
+                                               cJSON_CreateString(c->id));
+    else
+        cJSON_AddStringToObject(msg, "from", c->id);
+    target = sig_realm_find(c->realm, to->valuestring);
+    out = cJSON_PrintUnformatted(msg);
+    len = strlen(out);
+    if (target != NULL) {
+        pm_conn_ws_send(target->conn, PM_WS_TEXT, out, len);
+        (*s->stats.relayed)++;
+    } else if (strlen(to->valuestring) > SIG_MAX_ID ||
+               sig_offline_hold(s, c->realm, to->valuestring, c->id, type,
+                                strcmp(type, "batched_signals") == 0, out,
+                                len) != PM_OK) {
+        (*s->stats.undeliverable)++;
+        sig_not_found_text(text, sizeof text, to->valuestring, type);
+        sig_send_error(c, text);
+    }
+    free(out);
+}
+
+static const char *
+relay_type(const char *type)
+{
+    const char *const *t;
+
+    for (t = relay_types; *t != NULL; t++)
+        if (strcmp(*t, type) == 0)
+            return *t;
+    return NULL;
+}
+
+void
+sig_mesh_message(struct sig *s, struct sig_client *c, const char *data,
+                 size_t len)
+{
+    cJSON *msg = cJSON_ParseWithLength(data, len);
+    const cJSON *type;
+    const char *rt;
+    char text[256];
+
+    if (msg == NULL) {
+        sig_send_error(c, "Invalid JSON message format.");
+        return;
+    }
+    type = cJSON_GetObjectItemCaseSensitive(msg, "type");
+    if (!cJSON_IsObject(msg) || !cJSON_IsString(type)) {
+        char *t = type ? cJSON_PrintUnformatted(type) : NULL;
+
+        snprintf(text, sizeof text, "Unknown message type: %.200s",
+                 t ? t : "undefined");
+        free(t);
+        sig_send_error(c, text);
+    } else if (strcmp(type->valuestring, "join") == 0) {
+        on_join(s, c, msg);
+    } else if (strcmp(type->valuestring, "leave") == 0) {
+        on_leave(s, c);
+    } else if (strcmp(type->valuestring, "ping") == 0) {
+        on_ping(c, msg);
+    } else if ((rt = relay_type(type->valuestring)) != NULL) {
+        on_relay(s, c, msg, rt);
+    } else {
+        snprintf(text, sizeof text, "Unknown message type: %.200s",
+                 type->valuestring);
+        sig_send_error(c, text);
+    }
+    cJSON_Delete(msg);
+}

@@ -1,0 +1,58 @@
+#!/bin/sh
+# deps.sh: install what p2pmesh needs on a Debian bookworm machine (run as root).
+#
+#   tests/lib/deps.sh build   compiler, autotools and the libraries (platform.md section 2)
+#   tests/lib/deps.sh test    build + everything the test suite starts or drives
+#   tests/lib/deps.sh bench   test + the peers the benchmarks compare against
+#
+# Debian packages come from apt; JavaScript clients from the npm registry into
+# tests/node_modules (tests/package.json pins them). Safe to run again.
+set -eu
+
+what=${1:-build}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+
+build_pkgs="build-essential autoconf automake pkg-config libevent-dev libssl-dev
+  libhiredis-dev libpq-dev libsqlite3-dev libcjson-dev libraft-dev libuv1-dev
+  uthash-dev libcrypt-dev check curl ca-certificates"
+test_pkgs="python3 python3-pytest python3-websockets openssl chromium nodejs npm
+  procps iproute2 util-linux"
+bench_pkgs="linux-perf"
+
+case $what in
+build) pkgs=$build_pkgs ;;
+test) pkgs="$build_pkgs $test_pkgs" ;;
+bench) pkgs="$build_pkgs $test_pkgs $bench_pkgs" ;;
+*)
+    echo "usage: $0 build|test|bench" >&2
+    exit 2
+    ;;
+esac
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+        missing="$missing $p"
+done
+# A machine that already has node and npm from elsewhere keeps them.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    missing=$(echo "$missing" | tr ' ' '\n' | grep -v -x -e nodejs -e npm | tr '\n' ' ')
+fi
+if [ -n "$(echo "$missing" | tr -d ' ')" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps.sh: missing packages:$missing (run as root to install them)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
+fi
+
+if [ "$what" != build ]; then
+    cd "$here/tests"
+    if [ ! -d node_modules ] || [ package.json -nt node_modules ]; then
+        npm install --no-audit --no-fund --loglevel=error
+        touch node_modules
+    fi
+fi
