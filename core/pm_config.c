@@ -478,19 +478,28 @@ pm_parse_rate(const char *s, struct pm_rate *out)
     const char *slash = strchr(s, '/');
     char *end;
     unsigned long v;
-    uint64_t per;
-    char unit[32];
+    uint64_t per = 0;
 
-    if (slash == NULL || !isdigit((unsigned char)*s))
+    if (slash == NULL || !isdigit((unsigned char)*s) || slash[1] == '\0')
         return PM_EINVAL;
     errno = 0;
     v = strtoul(s, &end, 10);
     if (errno != 0 || end != slash || v > UINT32_MAX)
         return PM_EINVAL;
-    /* "100/s" means per one second. */
-    snprintf(unit, sizeof unit, "%s%s",
-             isdigit((unsigned char)slash[1]) ? "" : "1", slash + 1);
-    if (pm_parse_duration(unit, &per) != PM_OK || per == 0)
+    /* "100/s" means per one second; "100/10s" per ten. */
+    if (isdigit((unsigned char)slash[1])) {
+        if (pm_parse_duration(slash + 1, &per) != PM_OK)
+            return PM_EINVAL;
+    } else if (strcmp(slash + 1, "ms") == 0) {
+        per = 1;
+    } else if (strcmp(slash + 1, "s") == 0) {
+        per = 1000;
+    } else if (strcmp(slash + 1, "m") == 0) {
+        per = 60000;
+    } else if (strcmp(slash + 1, "h") == 0) {
+        per = 3600000;
+    }
+    if (per == 0)
         return PM_EINVAL;
     out->count = (uint32_t)v;
     out->per_ms = per;
@@ -529,6 +538,11 @@ parse_entry(const struct entry *e, char *err, size_t errlen)
     case PM_CONF_ENUM: {
         const char *const *ev;
 
+        /* An optional enum (no default) may be left or set empty. */
+        if (v == NULL || (*v == '\0' && k->def == NULL)) {
+            *(char **)field = NULL;
+            return PM_OK;
+        }
         for (ev = k->enum_values; v != NULL && *ev != NULL; ev++) {
             if (strcmp(*ev, v) == 0) {
                 *(char **)field = e->value;

@@ -185,7 +185,9 @@ pm_conn_http_respond(struct pm_conn *c, int status, const char *ctype,
         return;
     pm_http_write_response(bufferevent_get_output(c->bev), status, ctype,
                            extra_headers, body, len, keep, c->req_head);
-    if (!keep)
+    if (keep)
+        c->state = PM_CONN_HTTP_IDLE; /* answered: ready for the next one */
+    else
         pm_conn_close(c);
 }
 

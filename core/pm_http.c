@@ -296,47 +296,57 @@ hexval(int c)
     return -1;
 }
 
-int
-pm_http_query_param(const struct pm_http_request *req, const char *name,
-                    char *out, size_t outlen)
+/* Locate the raw value of query parameter name; false if absent. */
+static bool
+find_param(const struct pm_http_request *req, const char *name,
+           const char **v, const char **vend)
 {
     const char *p = req->query, *end = req->query + req->query_len;
     size_t nlen = strlen(name);
 
-    if (p == NULL)
-        return PM_ENOTFOUND;
-    while (p < end) {
+    while (p != NULL && p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *pe = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(pe - p));
         const char *ke = eq ? eq : pe;
 
         if ((size_t)(ke - p) == nlen && memcmp(p, name, nlen) == 0) {
-            const char *v = eq ? eq + 1 : pe;
-            size_t n = 0;
-
-            for (; v < pe; v++) {
-                int c = (unsigned char)*v;
-
-                if (c == '+') {
-                    c = ' ';
-                } else if (c == '%' && pe - v > 2 && hexval(v[1]) >= 0 &&
-                           hexval(v[2]) >= 0) {
-                    c = hexval(v[1]) * 16 + hexval(v[2]);
-                    v += 2;
-                }
-                if (n + 1 >= outlen)
-                    return PM_ELIMIT;
-                out[n++] = (char)c;
-            }
-            out[n] = '\0';
-            return PM_OK;
+            *v = eq ? eq + 1 : pe;
+            *vend = pe;
+            return true;
         }
-        if (amp == NULL)
-            break;
-        p = amp + 1;
+        p = amp ? amp + 1 : NULL;
     }
-    return PM_ENOTFOUND;
+    return false;
+}
+
+int
+pm_http_query_param(const struct pm_http_request *req, const char *name,
+                    char *out, size_t outlen)
+{
+    const char *v, *pe;
+    size_t n = 0;
+
+    if (req->query == NULL || !find_param(req, name, &v, &pe))
+        return PM_ENOTFOUND;
+    if (outlen == 0)
+        return PM_ELIMIT;
+    for (; v < pe; v++) {
+        int c = (unsigned char)*v;
+
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && pe - v > 2 && hexval(v[1]) >= 0 &&
+                   hexval(v[2]) >= 0) {
+            c = hexval(v[1]) * 16 + hexval(v[2]);
+            v += 2;
+        }
+        if (n + 1 >= outlen)
+            return PM_ELIMIT;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return PM_OK;
 }
 
 const char *
@@ -419,6 +429,8 @@ pm_http_write_response(struct evbuffer *out, int status, const char *ctype,
     evbuffer_add_printf(
         out, "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: p2pmesh/%s\r\n", status,
         pm_http_reason(status), http_date(), pm_version);
+    if (ctype == NULL && body_len > 0)
+        ctype = "application/octet-stream";
     if (ctype != NULL)
         evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
     if (status != 101 && status != 204)

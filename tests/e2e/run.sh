@@ -1,0 +1,25 @@
+#!/bin/sh
+# run.sh: run the browser DataChannel test (datachannel.mjs) in a network
+# namespace that has only loopback, so ICE never tries a real interface.
+# Needs root (unshare --net). Do apt/npm installs before: there is no network
+# inside. Exit: 0 pass, 1 fail, 77 skip (no /usr/bin/chromium).
+#
+#   P2PMESH_BIN   server binary (default: <repo>/p2pmesh)
+set -eu
+
+dir=$(cd "$(dirname "$0")" && pwd)
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "SKIP: /usr/bin/chromium is missing (apt-get install chromium)"
+    echo "0 passed, 0 failed, 1 skipped"
+    exit 77
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "FAIL: run.sh needs root for unshare --net"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+export dir
+# shellcheck disable=SC2016 # $dir expands in the inner shell
+exec unshare --net sh -c 'set -e; ip link set lo up; exec node "$dir/datachannel.mjs"'

@@ -1,0 +1,230 @@
+"""Fixtures that run the real p2pmesh binary for the integration tests.
+
+    /usr/bin/python3 -m pytest tests/integration -q
+
+The binary is P2PMESH_BIN, or p2pmesh at the top of the repository.
+Each test that asks for `server` or `server_factory` gets its own process
+on a free port of 127.0.0.1, with stdout (JSON log lines) and stderr in
+files under the test's tmp_path. At teardown the process gets SIGTERM
+(SIGKILL after 5 s) and every stdout line must be a JSON object carrying
+ts, level, role, event and msg.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import helpers  # noqa: E402
+from helpers import clean_env, free_port, http_get  # noqa: E402
+
+LOG_KEYS = ("ts", "level", "role", "event", "msg")
+
+
+_bin_copy_dir = None
+
+
+def pytest_configure(config):
+    """Run a private copy of the binary, so a rebuild during the run
+    (ETXTBSY, half-written file) cannot disturb the tests."""
+    global _bin_copy_dir
+    if os.access(helpers.BIN, os.X_OK) and not os.environ.get("P2PMESH_NO_COPY"):
+        _bin_copy_dir = tempfile.mkdtemp(prefix="p2pmesh-it-")
+        dst = os.path.join(_bin_copy_dir, "p2pmesh")
+        shutil.copy2(helpers.BIN, dst)
+        helpers.BIN = dst
+
+
+def pytest_unconfigure(config):
+    if _bin_copy_dir:
+        shutil.rmtree(_bin_copy_dir, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.access(helpers.BIN, os.X_OK):
+        mark = pytest.mark.skip(reason="p2pmesh binary not found at %s (set P2PMESH_BIN or build it)" % helpers.BIN)
+        if os.environ.get("P2PMESH_REQUIRE_BIN"):
+            return  # let the tests fail loudly instead
+        for item in items:
+            item.add_marker(mark)
+
+
+class Server:
+    """One running p2pmesh process."""
+
+    def __init__(self, workdir, flags=(), env=None, role="signaling",
+                 probe="http", start_timeout=10.0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.flags = list(flags)
+        self.tls = any(f.startswith("--tls.cert") for f in self.flags)
+        scheme = "https" if self.tls else "http"
+        wscheme = "wss" if self.tls else "ws"
+        self.url = "%s://127.0.0.1:%d" % (scheme, self.port)
+        self.ws_url = "%s://127.0.0.1:%d/" % (wscheme, self.port)
+        self.stdout_path = self.workdir / ("stdout-%d.log" % self.port)
+        self.stderr_path = self.workdir / ("stderr-%d.log" % self.port)
+        self.argv = [helpers.BIN, "--role=%s" % role, "--addr=127.0.0.1",
+                     "--port=%d" % self.port] + self.flags
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            env=clean_env(env),
+        )
+        self.ready_requests = 0  # HTTP responses the readiness probe got
+        try:
+            self._wait_ready(probe, start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    # ---------------------------------------------------------- lifecycle
+    def _ssl_probe_ctx(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _wait_ready(self, probe, timeout):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    "p2pmesh exited with %s during startup\nargv: %s\nstderr: %s\nstdout: %s"
+                    % (self.proc.returncode, self.argv, self.stderr_text(), self.stdout_text()[-2000:])
+                )
+            try:
+                if probe == "tcp":
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return
+                r = http_get(self.port, "/health", timeout=2,
+                             ssl_context=self._ssl_probe_ctx() if self.tls else None)
+                self.ready_requests += 1
+                last = r
+                if r.status == 200:
+                    return
+            except (OSError, ssl.SSLError) as e:
+                last = e
+            time.sleep(0.05)
+        raise RuntimeError("p2pmesh not ready within %.0fs (last: %r)\nstderr: %s"
+                           % (timeout, last, self.stderr_text()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        """Signal the process and wait; SIGKILL after timeout. Return code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+        return self.proc.returncode
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    # --------------------------------------------------------------- logs
+    def stdout_text(self):
+        return self.stdout_path.read_bytes().decode("utf-8", "replace")
+
+    def stderr_text(self):
+        return self.stderr_path.read_bytes().decode("utf-8", "replace")
+
+    def logs(self):
+        """Parsed JSON log lines written so far (complete lines only)."""
+        out = []
+        text = self.stdout_text()
+        for line in text.split("\n")[:-1]:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def check_log_format(self):
+        text = self.stdout_text()
+        bad = []
+        for i, line in enumerate(text.splitlines()):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                bad.append((i, line, "not JSON"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append((i, line, "not an object"))
+                continue
+            missing = [k for k in LOG_KEYS if k not in obj]
+            if missing:
+                bad.append((i, line, "missing %s" % missing))
+        assert not bad, "malformed stdout log lines: %r" % bad[:5]
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """start(*flags, env=None, probe='http') -> Server; all stopped at teardown."""
+    servers = []
+
+    def start(*flags, env=None, probe="http", role="signaling"):
+        srv = Server(tmp_path / ("srv%d" % len(servers)), flags, env=env,
+                     probe=probe, role=role)
+        servers.append(srv)
+        return srv
+
+    yield start
+    errors = []
+    for srv in servers:
+        srv.stop()
+    for srv in servers:
+        try:
+            srv.check_log_format()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def server(server_factory):
+    """A signaling server with default settings."""
+    return server_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """(cert, key) of a self-signed certificate for localhost/127.0.0.1."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key

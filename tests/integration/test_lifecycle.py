@@ -1,0 +1,174 @@
+"""Process lifecycle: SIGTERM drain, SIGHUP reload, TLS."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+
+from helpers import (
+    OP_CLOSE,
+    RawWS,
+    close_all,
+    free_port,
+    http_get,
+    join,
+    recv_json,
+    run_cli,
+    tls_client_context,
+    wait_closed,
+    ws_connect,
+)
+
+# ----------------------------------------------------------------- SIGTERM
+
+
+def test_sigterm_closes_clients_1001_and_exits_0(server_factory):
+    srv = server_factory()
+
+    async def go():
+        a, _ = await join(srv.ws_url, "aa")
+        b = await ws_connect(srv.ws_url)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        for ws in (a, b):
+            code, _ = await wait_closed(ws, 5)
+            assert code == 1001, code
+        return t0
+
+    t0 = asyncio.run(go())
+    try:
+        rc = srv.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("server still running 10 s after SIGTERM")
+    assert rc == 0, (rc, srv.stderr_text())
+    assert time.monotonic() - t0 < 10
+
+
+def test_sigterm_with_no_clients_exits_fast(server_factory):
+    srv = server_factory()
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    rc = srv.proc.wait(5)
+    assert rc == 0, (rc, srv.stderr_text())
+    assert time.monotonic() - t0 < 3
+
+
+def test_second_sigterm_exits_at_once(server_factory):
+    srv = server_factory("--shutdown.grace=20s")
+    ws = RawWS(srv.port)  # will not answer the close frame
+    try:
+        srv.proc.send_signal(signal.SIGTERM)
+        f = ws.recv_message(timeout=5, answer_pings=False)
+        assert f.opcode == OP_CLOSE and f.close_code == 1001, f
+        # the server now lingers for our close reply; a second SIGTERM
+        # must cut that short
+        t0 = time.monotonic()
+        if srv.alive():
+            srv.proc.send_signal(signal.SIGTERM)
+        try:
+            srv.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("second SIGTERM did not stop the server")
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        ws.close()
+
+
+# ------------------------------------------------------------------ SIGHUP
+
+
+def _debug_lines(srv):
+    return [l for l in srv.logs() if str(l.get("level", "")).lower() == "debug"]
+
+
+def _activity(srv):
+    """Things that a server may log at debug level."""
+    async def go():
+        ws, _ = await join(srv.ws_url, "d%d" % int(time.monotonic() * 1000 % 100000))
+        await ws.send(json.dumps({"type": "ping", "timestamp": 1}))
+        await recv_json(ws)
+        await ws.send("{bad json")
+        await recv_json(ws)
+        await close_all([ws])
+
+    asyncio.run(go())
+    http_get(srv.port, "/health")
+    http_get(srv.port, "/nowhere")
+
+
+def test_sighup_keeps_connections_and_reloads_log_level(server_factory, tmp_path):
+    cfg = tmp_path / "p2pmesh.conf"
+    cfg.write_text("# reloadable\nlog.level = info\n")
+    srv = server_factory("--config=%s" % cfg)
+    _activity(srv)
+    time.sleep(0.3)
+    assert _debug_lines(srv) == [], "debug lines at log.level=info"
+
+    async def go():
+        ws, _ = await join(srv.ws_url, "aa")
+        try:
+            cfg.write_text("# reloadable\nlog.level = debug\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.5)
+            assert srv.alive(), srv.stderr_text()
+            pong = await ws.ping(b"after-hup")
+            await asyncio.wait_for(pong, 3)
+            await ws.send(json.dumps({"type": "ping", "timestamp": 2}))
+            assert await recv_json(ws) == {"type": "pong", "timestamp": 2}
+        finally:
+            await close_all([ws])
+
+    asyncio.run(go())
+    _activity(srv)
+    deadline = time.monotonic() + 3
+    while not _debug_lines(srv) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _debug_lines(srv):
+        srv.stop()  # in case stdout is block-buffered
+    assert _debug_lines(srv), "no debug lines after SIGHUP with log.level = debug"
+    assert srv.alive() or srv.proc.returncode == 0
+
+
+def test_sighup_keeps_server_serving(server_factory):
+    srv = server_factory()
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert srv.alive()
+    assert http_get(srv.port, "/health").status == 200
+
+
+# --------------------------------------------------------------------- TLS
+
+
+def test_tls_health_and_wss(server_factory, tls_cert):
+    cert, key = tls_cert
+    srv = server_factory("--tls.cert=%s" % cert, "--tls.key=%s" % key)
+    ctx = tls_client_context(cert)
+    r = http_get(srv.port, "/health", ssl_context=ctx)
+    assert r.status == 200, r
+    body = r.json()
+    assert body["status"] == "ok"
+
+    async def go():
+        ws = await ws_connect("wss://127.0.0.1:%d/" % srv.port, ssl=ctx)
+        try:
+            await ws.send(json.dumps({"type": "ping", "timestamp": 11}))
+            assert await recv_json(ws) == {"type": "pong", "timestamp": 11}
+            await ws.send(json.dumps({"type": "join", "peerId": "aa"}))
+            assert (await recv_json(ws))["type"] == "bootstrap_peers"
+        finally:
+            await close_all([ws])
+
+    asyncio.run(go())
+
+
+def test_tls_missing_cert_exit_2(tmp_path, tls_cert):
+    _, key = tls_cert
+    missing = tmp_path / "missing-cert.pem"
+    r = run_cli("--role=signaling", "--addr=127.0.0.1", "--port=%d" % free_port(),
+                "--tls.cert=%s" % missing, "--tls.key=%s" % key, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "missing-cert.pem" in lines[0] or "tls.cert" in lines[0], lines

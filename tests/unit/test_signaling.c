@@ -1,0 +1,206 @@
+/*
+ * Unit tests of the signaling role's socket-free parts: nearest-peer
+ * selection by XOR distance, realm bookkeeping, the undeliverable texts,
+ * and the bounds of the offline mailbox.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "pm_util.h"
+#include "signaling.h"
+
+static int64_t peers_gauge;
+static uint64_t joins, relayed, queued, expired, undeliverable;
+static struct sig_conf conf = {5, 64, 2, 30000, 30000, 10000};
+
+static void
+sig_setup(struct sig *s, struct event_base *base)
+{
+    memset(s, 0, sizeof *s);
+    s->conf = &conf;
+    s->stats.peers = &peers_gauge;
+    s->stats.joins = &joins;
+    s->stats.relayed = &relayed;
+    s->stats.queued = &queued;
+    s->stats.expired = &expired;
+    s->stats.undeliverable = &undeliverable;
+    TAILQ_INIT(&s->by_expiry);
+    if (base != NULL)
+        s->expiry_timer = evtimer_new(base, NULL, NULL);
+}
+
+static struct sig_client *
+join(struct sig *s, struct sig_realm *r, const char *id)
+{
+    struct sig_client *c = pm_xcalloc(1, sizeof *c);
+
+    c->realm = r;
+    r->nclients++;
+    sig_realm_add(s, c, id);
+    return c;
+}
+
+START_TEST(nearest_by_xor_distance)
+{
+    struct sig s;
+    struct sig_realm *r;
+    struct sig_client *out[5], *me;
+    size_t n;
+
+    sig_setup(&s, NULL);
+    r = sig_realm_get(&s, "");
+    /* distances from 0x10: 0x11->1, 0x12->2, 0x00->0x10, 0xf0->0xe0 */
+    join(&s, r, "f0");
+    join(&s, r, "12");
+    join(&s, r, "00");
+    join(&s, r, "11");
+    me = join(&s, r, "10");
+    n = sig_realm_nearest(r, "10", me, 3, out);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(out[0]->id, "11");
+    ck_assert_str_eq(out[1]->id, "12");
+    ck_assert_str_eq(out[2]->id, "00");
+    n = sig_realm_nearest(r, "10", me, 5, out);
+    ck_assert_uint_eq(n, 4); /* never itself */
+    ck_assert_str_eq(out[3]->id, "f0");
+    ck_assert_int_eq(peers_gauge, 5);
+}
+END_TEST
+
+START_TEST(nearest_mixed_lengths_and_non_hex)
+{
+    struct sig s;
+    struct sig_realm *r;
+    struct sig_client *out[4];
+    size_t n;
+
+    sig_setup(&s, NULL);
+    r = sig_realm_get(&s, "room");
+    join(&s, r, "zeta");  /* not hex: after every hex id */
+    join(&s, r, "alpha"); /* not hex, sorts before zeta */
+    join(&s, r, "0001");  /* 1 ^ 3 = 2 */
+    join(&s, r, "2");     /* 2 ^ 3 = 1: shorter ids are zero-padded */
+    n = sig_realm_nearest(r, "3", NULL, 4, out);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_str_eq(out[0]->id, "2");
+    ck_assert_str_eq(out[1]->id, "0001");
+    ck_assert_str_eq(out[2]->id, "alpha");
+    ck_assert_str_eq(out[3]->id, "zeta");
+    /* A non-hex joiner gets plain string order. */
+    n = sig_realm_nearest(r, "me", NULL, 2, out);
+    ck_assert_str_eq(out[0]->id, "0001");
+    ck_assert_str_eq(out[1]->id, "2");
+}
+END_TEST
+
+START_TEST(realm_remove_and_release)
+{
+    struct sig s;
+    struct sig_realm *r;
+    struct sig_client *a;
+
+    sig_setup(&s, NULL);
+    peers_gauge = 0;
+    r = sig_realm_get(&s, "x");
+    ck_assert_ptr_eq(sig_realm_get(&s, "x"), r);
+    a = join(&s, r, "abc");
+    ck_assert_ptr_eq(sig_realm_find(r, "abc"), a);
+    sig_realm_remove(&s, a);
+    ck_assert_ptr_null(a->id);
+    ck_assert_ptr_null(sig_realm_find(r, "abc"));
+    ck_assert_uint_eq(r->npeers, 0);
+    ck_assert_int_eq(peers_gauge, 0);
+    sig_realm_remove(&s, a); /* twice is harmless */
+    r->nclients--;
+    sig_realm_release(&s, r);
+    ck_assert_ptr_null(s.realms);
+    free(a);
+}
+END_TEST
+
+START_TEST(not_found_texts)
+{
+    char t[128];
+
+    sig_not_found_text(t, sizeof t, "p1", "signal");
+    ck_assert_str_eq(t, "Peer p1 not found.");
+    sig_not_found_text(t, sizeof t, "p1", "batched_signals");
+    ck_assert_str_eq(t, "Peer p1 not found for batched signals.");
+    sig_not_found_text(t, sizeof t, "p1", "kademlia_rpc_request");
+    ck_assert_str_eq(t, "Peer p1 not found for kademlia_rpc_request.");
+}
+END_TEST
+
+START_TEST(offline_mailbox_is_bounded)
+{
+    struct event_base *base = event_base_new();
+    struct sig s;
+    struct sig_realm *r;
+
+    sig_setup(&s, base);
+    queued = 0;
+    r = sig_realm_get(&s, "");
+    ck_assert_int_eq(sig_offline_hold(&s, r, "away", "me", "signal", false,
+                                      "{\"a\":1}", 7),
+                     PM_OK);
+    ck_assert_int_eq(sig_offline_hold(&s, r, "away", "me", "signal", false,
+                                      "{\"a\":2}", 7),
+                     PM_OK);
+    /* mailbox_max is 2 */
+    ck_assert_int_eq(sig_offline_hold(&s, r, "away", "me", "signal", false,
+                                      "{\"a\":3}", 7),
+                     PM_ELIMIT);
+    /* another target has its own box */
+    ck_assert_int_eq(sig_offline_hold(&s, r, "other", "me", "offer", false,
+                                      "{}", 2),
+                     PM_OK);
+    ck_assert_uint_eq(queued, 3);
+    sig_offline_free_all(&s);
+    ck_assert_ptr_null(r->boxes);
+    event_base_free(base);
+}
+END_TEST
+
+START_TEST(offline_mailbox_off)
+{
+    struct sig_conf off = conf;
+    struct sig s;
+    struct sig_realm *r;
+
+    off.mailbox_max = 0;
+    sig_setup(&s, NULL);
+    s.conf = &off;
+    r = sig_realm_get(&s, "");
+    ck_assert_int_eq(
+        sig_offline_hold(&s, r, "away", "me", "signal", false, "{}", 2),
+        PM_ELIMIT);
+    ck_assert_ptr_null(r->boxes);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *su = suite_create("signaling");
+    TCase *tc = tcase_create("core");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, nearest_by_xor_distance);
+    tcase_add_test(tc, nearest_mixed_lengths_and_non_hex);
+    tcase_add_test(tc, realm_remove_and_release);
+    tcase_add_test(tc, not_found_texts);
+    tcase_add_test(tc, offline_mailbox_is_bounded);
+    tcase_add_test(tc, offline_mailbox_off);
+    suite_add_tcase(su, tc);
+    sr = srunner_create(su);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
