@@ -208,6 +208,18 @@ load_file(struct pm_config *cfg, const char *path, char *err, size_t errlen)
                           (val[0] == '\'' && val[vlen - 1] == '\''))) {
             val[vlen - 1] = '\0';
             val++;
+        } else {
+            /* "value  # comment": what --print-config writes reads back */
+            char *hash = strstr(val, " #"), *tab = strstr(val, "\t#");
+
+            if (tab != NULL && (hash == NULL || tab < hash))
+                hash = tab;
+            if (*val == '#') /* "key =  # comment": an empty value */
+                hash = val;
+            if (hash != NULL) {
+                *hash = '\0';
+                val = trim(val);
+            }
         }
         rv = set_value(cfg, key, strlen(key), val, PM_SRC_FILE, err, errlen);
         if (rv == PM_ENOTFOUND) {

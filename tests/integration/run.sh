@@ -11,6 +11,9 @@ if ! "$py" -c 'import pytest, websockets' 2>/dev/null; then
     exit 99
 fi
 cd "$dir" || exit 99
+# A missing binary must fail the suite, not skip every test.
+P2PMESH_REQUIRE_BIN=1
+export P2PMESH_REQUIRE_BIN
 "$py" -m pytest -q -p no:cacheprovider "$dir"
 rv=$?
 [ "$rv" -eq 5 ] && { echo "pytest collected no tests"; exit 1; }

@@ -303,3 +303,25 @@ def test_p2pmesh_env_beats_alias():
 def test_flag_beats_alias():
     conf, _ = print_config("--port=6666", env={"SIGNALING_PORT": "4444"})
     assert conf["port"] == ("6666", "flag")
+
+
+def test_check_config_valid_file(tmp_path):
+    cfg = tmp_path / "p2pmesh.conf"
+    cfg.write_text("# ok\n\nport = 7000\nws.max_message = 128k\nsignaling.mailbox_ttl = 45s\n")
+    r = run_cli("--role=signaling", "--check-config", "--config=%s" % cfg)
+    assert r.returncode == 0, r.stderr
+
+
+def test_print_config_output_reads_back_as_a_config_file(tmp_path):
+    """--print-config writes 'key = value  # source'; fed back as a config
+    file every value round-trips (trailing comments are comments)."""
+    first, r = print_config("--ws.max_message=2k", "--origin.allow=http://a.example")
+    path = tmp_path / "roundtrip.conf"
+    path.write_text(r.stdout)
+    second, _ = print_config("--config=%s" % path)
+    assert {k: v for k, (v, _) in second.items()} == {
+        k: v for k, (v, _) in first.items()
+    }
+    assert second["ws.max_message"] == ("2k", "file")
+    assert second["origin.allow"] == ("http://a.example", "file")
+    assert second["public_url"] == ("", "file")

@@ -172,3 +172,31 @@ def test_tls_missing_cert_exit_2(tmp_path, tls_cert):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, r.stderr
     assert "missing-cert.pem" in lines[0] or "tls.cert" in lines[0], lines
+
+
+def test_tls_missing_key_exit_2(tmp_path, tls_cert):
+    cert, _ = tls_cert
+    missing = tmp_path / "missing-key.pem"
+    r = run_cli("--role=signaling", "--addr=127.0.0.1", "--port=%d" % free_port(),
+                "--tls.cert=%s" % cert, "--tls.key=%s" % missing, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+
+
+def test_tls_plaintext_client_does_not_hurt(server_factory, tls_cert):
+    cert, key = tls_cert
+    srv = server_factory("--tls.cert=%s" % cert, "--tls.key=%s" % key)
+    import socket
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=3)
+    try:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        try:
+            data = s.recv(4096)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        assert b'"status":"ok"' not in data
+    finally:
+        s.close()
+    r = http_get(srv.port, "/health", ssl_context=tls_client_context(cert))
+    assert r.status == 200

@@ -13,6 +13,7 @@ from helpers import (
     assert_silent,
     close_all,
     get_metrics,
+    http_get,
     ids_of,
     join,
     join_all,
@@ -620,3 +621,126 @@ def test_signaling_metrics(server):
         assert metric_value(s, "p2pmesh_signaling_peers") == 0
 
     run(go())
+
+
+# ------------------------------------------------------- more id forms
+
+
+def test_bootstrap_uppercase_and_mixed_length_hex_ids(server):
+    # ids are big hex integers: case does not matter, length is not padding
+    ids = ["A0", "0b", "1F", "ff0", "3", "c00", "7", "abc"]
+    target = "0E"
+
+    async def go():
+        peers = await join_all(server.ws_url, ids)
+        try:
+            ws, boot = await join(server.ws_url, target)
+            peers[target] = ws
+            assert ids_of(boot) == xor_nearest(target, ids, 5), boot
+        finally:
+            await close_all(peers.values())
+
+    run(go())
+
+
+def test_non_hex_ids_still_bootstrap(server):
+    async def go():
+        peers = await join_all(server.ws_url, ["alice"])
+        try:
+            ws, boot = await join(server.ws_url, "bob")
+            peers["bob"] = ws
+            assert ids_of(boot) == ["alice"], boot
+            await peers["alice"].send(json.dumps({"type": "signal", "to": "bob", "x": 1}))
+            assert await recv_json(ws) == {"type": "signal", "to": "bob", "from": "alice", "x": 1}
+        finally:
+            await close_all(peers.values())
+
+    run(go())
+
+
+def test_peer_id_limit_counts_bytes_not_chars(server):
+    async def go():
+        ws = await ws_connect(server.ws_url)
+        try:
+            await ws.send(json.dumps({"type": "join", "peerId": "\u00e9" * 65}))  # 130 bytes
+            assert await recv_json(ws) == err("peerId must be at most 128 bytes.")
+            await ws.send(json.dumps({"type": "join", "peerId": "\u00e9" * 64}))  # 128 bytes
+            assert (await recv_json(ws))["type"] == "bootstrap_peers"
+        finally:
+            await close_all([ws])
+
+    run(go())
+
+
+def test_takeover_keeps_gauge_and_bootstrap_excludes_self(server):
+    async def go():
+        peers = await join_all(server.ws_url, ["aa", "cc"])
+        new = await ws_connect(server.ws_url)
+        try:
+            await new.send(json.dumps({"type": "join", "peerId": "aa"}))
+            boot = await recv_json(new)
+            assert ids_of(boot) == ["cc"], boot
+            await wait_closed(peers["aa"], 3)
+            await asyncio.sleep(0.2)
+            _, s = get_metrics(server.port)
+            assert metric_value(s, "p2pmesh_signaling_peers") == 2
+        finally:
+            await close_all([new] + list(peers.values()))
+
+    run(go())
+
+
+def test_mailbox_keeps_global_order_across_senders(server):
+    async def go():
+        peers = await join_all(server.ws_url, ["aa", "cc"])
+        b = None
+        try:
+            order = [("aa", 1), ("cc", 2), ("aa", 3), ("cc", 4)]
+            for sender, n in order:
+                await peers[sender].send(json.dumps({"type": "signal", "to": "bb", "n": n}))
+                await asyncio.sleep(0.02)
+            b, boot = await join(server.ws_url, "bb")
+            assert sorted(ids_of(boot)) == ["aa", "cc"], boot
+            for sender, n in order:
+                assert await recv_json(b) == {"type": "signal", "to": "bb", "from": sender, "n": n}
+        finally:
+            await close_all(list(peers.values()) + ([b] if b else []))
+
+    run(go())
+
+
+def test_mailbox_limit_is_per_target(server_factory):
+    srv = server_factory("--signaling.mailbox_max=2")
+
+    async def go():
+        a, _ = await join(srv.ws_url, "aa")
+        try:
+            for to in ("b1", "b1", "b2", "b2"):
+                await a.send(json.dumps({"type": "signal", "to": to}))
+            await assert_silent(a, 0.3)
+            await a.send(json.dumps({"type": "signal", "to": "b2"}))
+            assert await recv_json(a) == err("Peer b2 not found.")
+        finally:
+            await close_all([a])
+
+    run(go())
+
+
+def test_mailbox_expiry_after_sender_left(server_factory):
+    srv = server_factory("--signaling.mailbox_ttl=1s")
+
+    async def go():
+        a, _ = await join(srv.ws_url, "aa")
+        await a.send(json.dumps({"type": "signal", "to": "bb"}))
+        await asyncio.sleep(0.1)
+        await close_all([a])
+        await asyncio.sleep(2.0)  # expires with nobody to tell
+        c, _ = await join(srv.ws_url, "cc")
+        await c.send(json.dumps({"type": "ping", "timestamp": 1}))
+        assert await recv_json(c) == {"type": "pong", "timestamp": 1}
+        await close_all([c])
+
+    run(go())
+    assert http_get(srv.port, "/health").status == 200
+    _, samples = get_metrics(srv.port)
+    assert metric_value(samples, "p2pmesh_signaling_mailbox_expired_total") == 1

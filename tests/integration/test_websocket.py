@@ -325,3 +325,22 @@ def test_idle_client_closed_responsive_client_kept(server_factory):
             await close_all([good])
 
     asyncio.run(run())
+
+
+def test_message_exactly_max_ok_one_more_1009(server_factory):
+    srv = server_factory("--ws.max_message=1k")
+    base = '{"type":"ping","timestamp":1,"pad":"%s"}'
+    exact = base % ("x" * (1024 - len(base % "")))
+    assert len(exact) == 1024
+    with RawWS(srv.port) as ws:
+        ws.send_text(exact)
+        assert ws.recv_json() == {"type": "pong", "timestamp": 1}
+        ws.send_text(exact[:-2] + 'x"}')  # 1025 bytes
+        _expect_close_code(ws, 1009)
+
+
+def test_ping_payload_125_is_fine(server):
+    with RawWS(server.port) as ws:
+        ws.send_frame(OP_PING, b"p" * 125)
+        f = ws.recv_frame()
+        assert f.opcode == OP_PONG and f.payload == b"p" * 125, f

@@ -145,20 +145,19 @@ START_TEST(offline_mailbox_is_bounded)
     sig_setup(&s, base);
     queued = 0;
     r = sig_realm_get(&s, "");
-    ck_assert_int_eq(sig_offline_hold(&s, r, "away", "me", "signal", false,
-                                      "{\"a\":1}", 7),
-                     PM_OK);
-    ck_assert_int_eq(sig_offline_hold(&s, r, "away", "me", "signal", false,
-                                      "{\"a\":2}", 7),
-                     PM_OK);
+    ck_assert_int_eq(
+        sig_offline_hold(&s, r, "away", "me", "signal", false, "{\"a\":1}", 7),
+        PM_OK);
+    ck_assert_int_eq(
+        sig_offline_hold(&s, r, "away", "me", "signal", false, "{\"a\":2}", 7),
+        PM_OK);
     /* mailbox_max is 2 */
-    ck_assert_int_eq(sig_offline_hold(&s, r, "away", "me", "signal", false,
-                                      "{\"a\":3}", 7),
-                     PM_ELIMIT);
+    ck_assert_int_eq(
+        sig_offline_hold(&s, r, "away", "me", "signal", false, "{\"a\":3}", 7),
+        PM_ELIMIT);
     /* another target has its own box */
-    ck_assert_int_eq(sig_offline_hold(&s, r, "other", "me", "offer", false,
-                                      "{}", 2),
-                     PM_OK);
+    ck_assert_int_eq(
+        sig_offline_hold(&s, r, "other", "me", "offer", false, "{}", 2), PM_OK);
     ck_assert_uint_eq(queued, 3);
     sig_offline_free_all(&s);
     ck_assert_ptr_null(r->boxes);
