@@ -17,15 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "pm_conn_int.h"
 #include "pm_log.h"
 #include "pm_server.h"
+#include "pm_stream.h"
 #include "pm_tls.h"
 #include "pm_util.h"
 
@@ -34,9 +35,9 @@
 /* Consecutive rate-limited messages after which the peer is closed 1008. */
 #define PM_CONN_ABUSE_STREAK 64
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_write_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_read_cb(void *arg);
+static void conn_drained_cb(void *arg);
+static void conn_error_cb(void *arg, bool eof);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 static const struct pm_core_conf *
@@ -90,7 +91,7 @@ pm_conn_is_closing(const struct pm_conn *c)
 }
 
 struct pm_conn *
-pm_conn_new(struct pm_server *srv, struct bufferevent *bev, const char *peer,
+pm_conn_new(struct pm_server *srv, struct pm_stream *stream, const char *peer,
             bool admin)
 {
     static uint64_t next_id;
@@ -98,14 +99,14 @@ pm_conn_new(struct pm_server *srv, struct bufferevent *bev, const char *peer,
 
     c->id = ++next_id;
     c->srv = srv;
-    c->bev = bev;
+    c->stream = stream;
     c->admin = admin;
     c->state = PM_CONN_HTTP_IDLE;
     pm_strlcpy(c->peer, peer, sizeof c->peer);
     pm_strlcpy(c->ip, peer, sizeof c->ip);
     c->timer = evtimer_new(pm_server_base(srv), conn_timer_cb, c);
-    bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    pm_stream_setcb(stream, conn_read_cb, conn_error_cb, conn_drained_cb, c);
+    pm_stream_start(stream);
     /* A new connection must start its request within the header time. */
     arm(c, conf_of(c)->http_header_timeout);
     return c;
@@ -117,7 +118,7 @@ conn_free_cb(void *arg)
     struct pm_conn *c = arg;
 
     pm_server_conn_free(c->srv, c);
-    bufferevent_free(c->bev);
+    pm_stream_free(c->stream);
     event_free(c->timer);
     pm_ws_parser_close(&c->ws);
     free(c);
@@ -142,7 +143,7 @@ conn_kill(struct pm_conn *c, uint16_t code)
     if (c->state == PM_CONN_WS_OPEN || c->state == PM_CONN_WS_CLOSING)
         notify_closing(c, code);
     c->state = PM_CONN_DEAD;
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    pm_stream_stop_reading(c->stream);
     event_del(c->timer);
     pm_server_defer(c->srv, conn_free_cb, c);
 }
@@ -155,22 +156,17 @@ pm_conn_close(struct pm_conn *c)
     if (c->state == PM_CONN_WS_OPEN || c->state == PM_CONN_WS_CLOSING)
         notify_closing(c, PM_WS_ABNORMAL);
     c->state = PM_CONN_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        conn_kill(c, PM_WS_ABNORMAL);
-        return;
-    }
-    bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
+    pm_stream_stop_reading(c->stream);
     arm(c, PM_CONN_LINGER_MS);
+    pm_stream_notify_drained(c->stream); /* may kill c at once */
 }
 
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_drained_cb(void *arg)
 {
     struct pm_conn *c = arg;
 
-    if (c->state == PM_CONN_CLOSING &&
-        evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (c->state == PM_CONN_CLOSING)
         conn_kill(c, PM_WS_ABNORMAL);
 }
 
@@ -183,7 +179,7 @@ pm_conn_http_respond(struct pm_conn *c, int status, const char *ctype,
 
     if (c->state != PM_CONN_HTTP_HEAD)
         return;
-    pm_http_write_response(bufferevent_get_output(c->bev), status, ctype,
+    pm_http_write_response(pm_stream_output(c->stream), status, ctype,
                            extra_headers, body, len, keep, c->req_head);
     if (keep)
         c->state = PM_CONN_HTTP_IDLE; /* answered: ready for the next one */
@@ -209,7 +205,7 @@ http_refuse(struct pm_conn *c, int status)
 static void
 http_read(struct pm_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = pm_stream_input(c->stream);
     const struct pm_core_conf *conf = conf_of(c);
     static struct pm_http_request req; /* 3 KB: not per connection */
 
@@ -272,7 +268,7 @@ static void
 ws_send_raw(struct pm_conn *c, enum pm_ws_opcode op, const void *data,
             size_t len)
 {
-    pm_ws_write_frame(bufferevent_get_output(c->bev), op, data, len, NULL);
+    pm_ws_write_frame(pm_stream_output(c->stream), op, data, len, NULL);
 }
 
 void
@@ -280,7 +276,7 @@ pm_conn_ws_close(struct pm_conn *c, uint16_t code, const char *reason)
 {
     if (c->state != PM_CONN_WS_OPEN)
         return;
-    pm_ws_write_close(bufferevent_get_output(c->bev), code, reason, NULL);
+    pm_ws_write_close(pm_stream_output(c->stream), code, reason, NULL);
     notify_closing(c, code);
     c->state = PM_CONN_WS_CLOSING;
     arm(c, PM_CONN_LINGER_MS);
@@ -291,33 +287,47 @@ static void
 ws_fail(struct pm_conn *c, uint16_t code)
 {
     if (c->state == PM_CONN_WS_OPEN)
-        pm_ws_write_close(bufferevent_get_output(c->bev), code, NULL, NULL);
+        pm_ws_write_close(pm_stream_output(c->stream), code, NULL, NULL);
     notify_closing(c, code);
     pm_conn_close(c);
+}
+
+int
+pm_conn_ws_sendv(struct pm_conn *c, enum pm_ws_opcode op,
+                 const struct iovec *iov, int n)
+{
+    struct evbuffer *out;
+    struct pm_core_stats *st;
+    size_t len = 0;
+    int i;
+
+    if (c->state != PM_CONN_WS_OPEN)
+        return PM_ECLOSED;
+    for (i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    if (pm_stream_pending(c->stream) + len > conf_of(c)->ws_send_buffer) {
+        pm_log_kv(PM_LOG_INFO, "ws_send_buffer_full",
+                  "client stopped reading; dropping it", "ip", c->ip, NULL);
+        conn_kill(c, PM_WS_POLICY);
+        return PM_ELIMIT;
+    }
+    out = pm_stream_output(c->stream);
+    pm_ws_write_header(out, op, len);
+    for (i = 0; i < n; i++)
+        evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
+    st = pm_server_stats(c->srv);
+    (*st->ws_msgs_tx)++;
+    *st->ws_bytes_tx += len;
+    return PM_OK;
 }
 
 int
 pm_conn_ws_send(struct pm_conn *c, enum pm_ws_opcode op, const void *data,
                 size_t len)
 {
-    struct evbuffer *out;
-    struct pm_core_stats *st;
+    struct iovec v = {(void *)data, len};
 
-    if (c->state != PM_CONN_WS_OPEN)
-        return PM_ECLOSED;
-    out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) + len > conf_of(c)->ws_send_buffer) {
-        pm_log_kv(PM_LOG_INFO, "ws_send_buffer_full",
-                  "client stopped reading; dropping it", "ip", c->ip, NULL);
-        conn_kill(c, PM_WS_POLICY);
-        return PM_ELIMIT;
-    }
-    pm_ws_write_header(out, op, len);
-    evbuffer_add(out, data, len);
-    st = pm_server_stats(c->srv);
-    (*st->ws_msgs_tx)++;
-    *st->ws_bytes_tx += len;
-    return PM_OK;
+    return pm_conn_ws_sendv(c, op, &v, 1);
 }
 
 int
@@ -384,7 +394,7 @@ ws_message(struct pm_conn *c, const struct pm_ws_event *ev)
 static void
 ws_read(struct pm_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = pm_stream_input(c->stream);
     struct pm_ws_event ev;
     uint16_t code;
 
@@ -418,7 +428,7 @@ ws_read(struct pm_conn *c)
                 if (ev.close_code == PM_WS_NO_STATUS)
                     ws_send_raw(c, PM_WS_CLOSE, NULL, 0);
                 else
-                    pm_ws_write_close(bufferevent_get_output(c->bev),
+                    pm_ws_write_close(pm_stream_output(c->stream),
                                       ev.close_code, NULL, NULL);
                 notify_closing(c, ev.close_code);
                 pm_conn_close(c);
@@ -433,11 +443,10 @@ ws_read(struct pm_conn *c)
 }
 
 static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+conn_read_cb(void *arg)
 {
     struct pm_conn *c = arg;
 
-    (void)bev;
     if (c->state <= PM_CONN_HTTP_HEAD)
         http_read(c);
     if (c->state == PM_CONN_WS_OPEN || c->state == PM_CONN_WS_CLOSING)
@@ -445,15 +454,13 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 }
 
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+conn_error_cb(void *arg, bool eof)
 {
     struct pm_conn *c = arg;
 
-    (void)bev;
-    if (what & BEV_EVENT_ERROR)
+    if (!eof)
         pm_tls_log_errors("tls_error", (unsigned long long)c->id);
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        conn_kill(c, PM_WS_ABNORMAL);
+    conn_kill(c, PM_WS_ABNORMAL);
 }
 
 static void

@@ -21,6 +21,7 @@
 #include "pm_ws.h"
 
 struct bufferevent;
+struct iovec;
 struct evbuffer;
 struct cJSON;
 struct pm_server;
@@ -44,6 +45,9 @@ bool pm_conn_is_closing(const struct pm_conn *c);
  */
 int pm_conn_ws_send(struct pm_conn *c, enum pm_ws_opcode op, const void *data,
                     size_t len);
+/* Send one message gathered from n pieces (copied), as pm_conn_ws_send. */
+int pm_conn_ws_sendv(struct pm_conn *c, enum pm_ws_opcode op,
+                     const struct iovec *iov, int n);
 /* Serialise json (borrowed) and send it as a TEXT message. */
 int pm_conn_ws_send_json(struct pm_conn *c, const struct cJSON *json);
 /*

@@ -15,9 +15,9 @@
 #include "pm_ratelimit.h"
 #include "pm_ws.h"
 
-struct bufferevent;
 struct event;
 struct pm_server;
+struct pm_stream;
 
 enum pm_conn_state {
     PM_CONN_HTTP_IDLE, /* waiting for a request (keep-alive timer) */
@@ -31,7 +31,7 @@ enum pm_conn_state {
 struct pm_conn {
     uint64_t id;
     struct pm_server *srv;
-    struct bufferevent *bev;
+    struct pm_stream *stream;
     struct event *timer;
     enum pm_conn_state state;
     bool admin;          /* accepted on the admin port */
@@ -65,7 +65,8 @@ struct pm_core_stats {
 };
 
 /* pm_conn.c */
-struct pm_conn *pm_conn_new(struct pm_server *srv, struct bufferevent *bev,
+/* Takes ownership of stream. */
+struct pm_conn *pm_conn_new(struct pm_server *srv, struct pm_stream *stream,
                             const char *peer, bool admin);
 /* Switch to WebSocket after the 101 is queued; arms the ping timer. */
 void pm_conn_ws_start(struct pm_conn *c);

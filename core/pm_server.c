@@ -19,7 +19,6 @@
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "pm_conn_int.h"
@@ -29,6 +28,7 @@
 #include "pm_metrics.h"
 #include "pm_ratelimit.h"
 #include "pm_server.h"
+#include "pm_stream.h"
 #include "pm_tls.h"
 #include "pm_util.h"
 
@@ -431,8 +431,8 @@ upgrade(struct pm_server *srv, struct pm_conn *c,
              "Upgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Accept: %s\r\n",
              accept);
-    pm_http_write_response(bufferevent_get_output(c->bev), 101, NULL, extra,
-                           NULL, 0, true, false);
+    pm_http_write_response(pm_stream_output(c->stream), 101, NULL, extra, NULL,
+                           0, true, false);
     (*srv->stats.ws_upgrades)++;
     (*srv->stats.ws_open)++;
     pm_conn_ws_start(c);
@@ -505,6 +505,7 @@ accept_conn(struct pm_server *srv, int fd, const struct sockaddr *sa,
             bool admin)
 {
     struct bufferevent *bev;
+    struct pm_stream *stream = NULL;
     struct pm_conn *c;
     char peer[PM_ADDR_STRLEN];
     int one = 1;
@@ -512,17 +513,19 @@ accept_conn(struct pm_server *srv, int fd, const struct sockaddr *sa,
     pm_addr_format(sa, peer);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     evutil_make_socket_nonblocking(fd);
-    if (srv->tls != NULL && !admin)
+    if (srv->tls != NULL && !admin) {
         bev = pm_tls_wrap(srv->tls, pm_server_base(srv), fd);
-    else
-        bev = bufferevent_socket_new(pm_server_base(srv), fd,
-                                     BEV_OPT_CLOSE_ON_FREE);
-    if (bev == NULL) {
+        if (bev != NULL)
+            stream = pm_stream_tls(bev);
+    } else {
+        stream = pm_stream_plain(pm_server_base(srv), fd);
+    }
+    if (stream == NULL) {
         pm_log_kv(PM_LOG_WARN, "accept_failed", "cannot set up a connection",
                   "ip", peer, NULL);
         return;
     }
-    c = pm_conn_new(srv, bev, peer, admin);
+    c = pm_conn_new(srv, stream, peer, admin);
     TAILQ_INSERT_TAIL(&srv->conns, c, link);
     (*srv->stats.conns_total)++;
     (*srv->stats.conns_open)++;
@@ -800,7 +803,7 @@ pm_server_free(struct pm_server *srv)
             c->ws_notified = true;
             srv->role->ws_close(srv->role_state, c, PM_WS_GOING_AWAY);
         }
-        bufferevent_free(c->bev);
+        pm_stream_free(c->stream);
         event_free(c->timer);
         pm_ws_parser_close(&c->ws);
         free(c);

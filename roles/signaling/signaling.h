@@ -37,6 +37,8 @@ struct sig_client {
     struct pm_conn *conn;
     struct sig_realm *realm;
     char *id;          /* registered peer id, NULL before join */
+    char *id_json;     /* the id as a JSON string, quotes included */
+    char *from_member; /* ,"from":<id_json> for appending */
     UT_hash_handle hh; /* in realm->peers while id is set */
 };
 
@@ -124,6 +126,13 @@ void sig_offline_free_all(struct sig *s);
 void sig_mesh_message(struct sig *s, struct sig_client *c, const char *data,
                       size_t len);
 void sig_mesh_departed(struct sig *s, struct sig_client *c);
+/*
+ * signaling_relay.c: forward msg (parsed from data[0..len), which the
+ * caller still owns) to peer to, with "from" set to c's id; hold it if to
+ * is absent, or tell c it cannot be delivered.
+ */
+void sig_relay(struct sig *s, struct sig_client *c, struct cJSON *msg,
+               const char *data, size_t len, const char *type, const char *to);
 /* Send {"type":"error","message":text} to c. */
 void sig_send_error(struct sig_client *c, const char *text);
 /* The undeliverable text for a relay type to target. */

@@ -197,13 +197,11 @@ on_ping(struct sig_client *c, cJSON *msg)
 }
 
 static void
-on_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *type)
+on_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *data,
+         size_t len, const char *type)
 {
     const cJSON *to = cJSON_GetObjectItemCaseSensitive(msg, "to");
-    struct sig_client *target;
     char text[SIG_MAX_ID + 128];
-    char *out;
-    size_t len;
 
     if (c->id == NULL) {
         snprintf(text, sizeof text, "You must join before sending %s.", type);
@@ -215,27 +213,7 @@ on_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *type)
         sig_send_error(c, text);
         return;
     }
-    /* The server always names the sender. */
-    if (cJSON_GetObjectItemCaseSensitive(msg, "from") != NULL)
-        cJSON_ReplaceItemInObjectCaseSensitive(msg, "from",
-                                               cJSON_CreateString(c->id));
-    else
-        cJSON_AddStringToObject(msg, "from", c->id);
-    target = sig_realm_find(c->realm, to->valuestring);
-    out = cJSON_PrintUnformatted(msg);
-    len = strlen(out);
-    if (target != NULL) {
-        pm_conn_ws_send(target->conn, PM_WS_TEXT, out, len);
-        (*s->stats.relayed)++;
-    } else if (strlen(to->valuestring) > SIG_MAX_ID ||
-               sig_offline_hold(s, c->realm, to->valuestring, c->id, type,
-                                strcmp(type, "batched_signals") == 0, out,
-                                len) != PM_OK) {
-        (*s->stats.undeliverable)++;
-        sig_not_found_text(text, sizeof text, to->valuestring, type);
-        sig_send_error(c, text);
-    }
-    free(out);
+    sig_relay(s, c, msg, data, len, type, to->valuestring);
 }
 
 static const char *
@@ -277,7 +255,7 @@ sig_mesh_message(struct sig *s, struct sig_client *c, const char *data,
     } else if (strcmp(type->valuestring, "ping") == 0) {
         on_ping(c, msg);
     } else if ((rt = relay_type(type->valuestring)) != NULL) {
-        on_relay(s, c, msg, rt);
+        on_relay(s, c, msg, data, len, rt);
     } else {
         snprintf(text, sizeof text, "Unknown message type: %.200s",
                  type->valuestring);

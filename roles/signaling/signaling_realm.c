@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "pm_metrics.h"
 #include "pm_util.h"
 #include "signaling.h"
@@ -50,7 +52,13 @@ sig_realm_find(struct sig_realm *r, const char *id)
 void
 sig_realm_add(struct sig *s, struct sig_client *c, const char *id)
 {
+    cJSON *js = cJSON_CreateString(id);
+
     c->id = pm_xstrdup(id);
+    c->id_json = cJSON_PrintUnformatted(js);
+    cJSON_Delete(js);
+    PM_ASSERT(c->id_json != NULL);
+    c->from_member = pm_xasprintf(",\"from\":%s", c->id_json);
     HASH_ADD_KEYPTR(hh, c->realm->peers, c->id, strlen(c->id), c);
     c->realm->npeers++;
     (*s->stats.peers)++;
@@ -65,7 +73,9 @@ sig_realm_remove(struct sig *s, struct sig_client *c)
     c->realm->npeers--;
     (*s->stats.peers)--;
     free(c->id);
-    c->id = NULL;
+    free(c->id_json);
+    free(c->from_member);
+    c->id = c->id_json = c->from_member = NULL;
 }
 
 /* Big-endian value of a hex id, right-aligned in 64 bytes; false if not

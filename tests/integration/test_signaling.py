@@ -287,6 +287,65 @@ def test_relay_types_forwarded_untouched_with_from(server, mtype):
     run(go())
 
 
+def test_relay_keeps_the_senders_bytes(server):
+    """Everything but "from" arrives byte for byte: spacing, key order and
+    number spellings (1.0, 1e3, -0) that a re-serialiser would change."""
+    async def go():
+        peers = await join_all(server.ws_url, ["aa", "bb"])
+        a, b = peers["aa"], peers["bb"]
+        try:
+            raw = '{ "type" : "signal", "to":"bb", "n": [1.0, 1e3, -0, 0.1],  "from" : "x"  , "z":{"from":"inner"} }'
+            await a.send(raw)
+            got = await asyncio.wait_for(b.recv(), 5)
+            assert got == raw.replace('"from" : "x"', '"from" : "aa"'), got
+            raw2 = '{"type":"offer","to":"bb","sdp":"v=0","n":2.50}'
+            await a.send(raw2)
+            got = await asyncio.wait_for(b.recv(), 5)
+            assert got == raw2[:-1] + ',"from":"aa"}', got
+        finally:
+            await close_all([a, b])
+
+    run(go())
+
+
+@pytest.mark.parametrize("raw", [
+    # "from" twice: parsers keep the last one, so both must go
+    '{"type":"signal","to":"bb","from":"x","from":"evil"}',
+    # an escaped key that decodes to "from"
+    '{"type":"signal","to":"bb","\\u0066rom":"evil"}',
+    '{"type":"signal","to":"bb","from":"x","\\u0066rom":"evil"}',
+])
+def test_relay_from_cannot_be_smuggled(server, raw):
+    async def go():
+        peers = await join_all(server.ws_url, ["aa", "bb"])
+        a, b = peers["aa"], peers["bb"]
+        try:
+            await a.send(raw.replace("\\\\", "\\"))
+            text = await asyncio.wait_for(b.recv(), 5)
+            got = json.loads(text)  # the last duplicate wins here
+            assert got["from"] == "aa", text
+            assert "evil" not in text, text
+        finally:
+            await close_all([a, b])
+
+    run(go())
+
+
+def test_relay_from_with_json_special_characters(server):
+    async def go():
+        pid = 'q"uo\\te\u00e9'
+        peers = await join_all(server.ws_url, [pid, "bb"])
+        a, b = peers[pid], peers["bb"]
+        try:
+            await a.send(json.dumps({"type": "signal", "to": "bb"}))
+            got = await recv_json(b)
+            assert got == {"type": "signal", "to": "bb", "from": pid}, got
+        finally:
+            await close_all([a, b])
+
+    run(go())
+
+
 @pytest.mark.parametrize("mtype", RELAY_TYPES)
 def test_relay_requires_to(server, mtype):
     async def go():

@@ -1,0 +1,194 @@
+/*
+ * signaling_relay: forwarding an addressed message with "from" set to the
+ * sender's registered id. The fast path splices the id into the original
+ * bytes (no re-serialisation: numbers, key order and spacing stay exactly
+ * as the sender wrote them). Objects where the raw text could disagree
+ * with what a JSON parser reads (escaped keys, "from" twice, which would
+ * let a sender smuggle a second "from" past the server) take the slow
+ * path: every "from" is removed from the parsed tree and one is added.
+ * Loop thread.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include <cjson/cJSON.h>
+
+#include "pm_conn.h"
+#include "pm_metrics.h"
+#include "pm_util.h"
+#include "signaling.h"
+
+static size_t
+skip_ws(const char *s, size_t i, size_t len)
+{
+    while (i < len &&
+           (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* s[i] is '"': index after the closing quote; *esc set if escapes seen. */
+static size_t
+skip_string(const char *s, size_t i, size_t len, bool *esc)
+{
+    for (i++; i < len && s[i] != '"'; i++) {
+        if (s[i] == '\\') {
+            *esc = true;
+            i++;
+        }
+    }
+    return i + 1;
+}
+
+static size_t
+skip_value(const char *s, size_t i, size_t len)
+{
+    bool esc = false;
+    int depth = 0;
+
+    if (i < len && s[i] == '"')
+        return skip_string(s, i, len, &esc);
+    if (i < len && (s[i] == '{' || s[i] == '[')) {
+        for (; i < len; i++) {
+            if (s[i] == '"') {
+                i = skip_string(s, i, len, &esc) - 1;
+            } else if (s[i] == '{' || s[i] == '[') {
+                depth++;
+            } else if (s[i] == '}' || s[i] == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        return len;
+    }
+    while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' &&
+           s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+        i++;
+    return i;
+}
+
+/*
+ * Scan a JSON object cJSON already accepted. On success *vs and *ve delimit
+ * the value of the single top-level "from" (both 0 if absent) and *close is
+ * the index of the final '}'. False when the fast path is not safe.
+ */
+static bool
+scan_from(const char *s, size_t len, size_t *vs, size_t *ve, size_t *close)
+{
+    size_t i = skip_ws(s, 0, len);
+    int found = 0;
+
+    *vs = *ve = 0;
+    if (i >= len || s[i] != '{')
+        return false;
+    i = skip_ws(s, i + 1, len);
+    while (i < len && s[i] != '}') {
+        bool esc = false;
+        size_t ks = i + 1, ke;
+
+        if (s[i] != '"')
+            return false;
+        i = skip_string(s, i, len, &esc);
+        ke = i - 1;
+        if (esc)
+            return false;
+        i = skip_ws(s, i, len);
+        if (i >= len || s[i] != ':')
+            return false;
+        i = skip_ws(s, i + 1, len);
+        if (ke - ks == 4 && memcmp(s + ks, "from", 4) == 0) {
+            if (found++)
+                return false;
+            *vs = i;
+            *ve = skip_value(s, i, len);
+            i = *ve;
+        } else {
+            i = skip_value(s, i, len);
+        }
+        i = skip_ws(s, i, len);
+        if (i < len && s[i] == ',')
+            i = skip_ws(s, i + 1, len);
+    }
+    if (i >= len)
+        return false;
+    *close = i;
+    return true;
+}
+
+/* Deliver or hold the pieces; tell the sender when neither works. */
+static void
+deliver(struct sig *s, struct sig_client *c, const char *to, const char *type,
+        const struct iovec *iov, int n)
+{
+    struct sig_client *target = sig_realm_find(c->realm, to);
+    char text[SIG_MAX_ID + 128];
+    char *flat;
+    size_t len = 0, off = 0;
+    int i, rv;
+
+    if (target != NULL) {
+        pm_conn_ws_sendv(target->conn, PM_WS_TEXT, iov, n);
+        (*s->stats.relayed)++;
+        return;
+    }
+    for (i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    flat = pm_xmalloc(len + 1);
+    for (i = 0; i < n; i++) {
+        memcpy(flat + off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    rv =
+        strlen(to) > SIG_MAX_ID
+            ? PM_ELIMIT
+            : sig_offline_hold(s, c->realm, to, c->id, type,
+                               strcmp(type, "batched_signals") == 0, flat, len);
+    free(flat);
+    if (rv != PM_OK) {
+        (*s->stats.undeliverable)++;
+        sig_not_found_text(text, sizeof text, to, type);
+        sig_send_error(c, text);
+    }
+}
+
+void
+sig_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *data,
+          size_t len, const char *type, const char *to)
+{
+    size_t vs, ve, close;
+    struct iovec iov[3];
+    char *out;
+
+    if (scan_from(data, len, &vs, &ve, &close)) {
+        if (ve > 0) { /* replace the value of "from" */
+            iov[0].iov_base = (void *)data;
+            iov[0].iov_len = vs;
+            iov[1].iov_base = c->id_json;
+            iov[1].iov_len = strlen(c->id_json);
+            iov[2].iov_base = (void *)(data + ve);
+            iov[2].iov_len = len - ve;
+        } else { /* add it before the closing brace */
+            iov[0].iov_base = (void *)data;
+            iov[0].iov_len = close;
+            iov[1].iov_base = c->from_member;
+            iov[1].iov_len = strlen(c->from_member);
+            iov[2].iov_base = (void *)(data + close);
+            iov[2].iov_len = len - close;
+        }
+        deliver(s, c, to, type, iov, 3);
+        return;
+    }
+    /* Slow path: drop every "from" the parser saw, then name the sender. */
+    while (cJSON_GetObjectItemCaseSensitive(msg, "from") != NULL)
+        cJSON_DeleteItemFromObjectCaseSensitive(msg, "from");
+    cJSON_AddStringToObject(msg, "from", c->id);
+    out = cJSON_PrintUnformatted(msg);
+    iov[0].iov_base = out;
+    iov[0].iov_len = strlen(out);
+    deliver(s, c, to, type, iov, 1);
+    free(out);
+}
