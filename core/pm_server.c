@@ -518,7 +518,7 @@ accept_conn(struct pm_server *srv, int fd, const struct sockaddr *sa,
         if (bev != NULL)
             stream = pm_stream_tls(bev);
     } else {
-        stream = pm_stream_plain(pm_server_base(srv), fd);
+        stream = pm_stream_plain(srv->loop, fd);
     }
     if (stream == NULL) {
         pm_log_kv(PM_LOG_WARN, "accept_failed", "cannot set up a connection",

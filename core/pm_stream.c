@@ -1,9 +1,10 @@
 /*
  * pm_stream: plain sockets with per-pass write coalescing, and TLS through
  * bufferevent_openssl. The plain kind keeps every stream with queued
- * output on one list; a single event, made active when the list goes
- * non-empty, runs after the callbacks of the current loop pass and writes
- * each stream once. Loop thread only.
+ * output on one list; when the list goes non-empty a deferred call is
+ * scheduled on the loop, which runs after the callbacks of the current
+ * pass and writes each stream once. Loop thread only (one loop per
+ * process, so the list is module state).
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "pm_loop.h"
 #include "pm_stream.h"
 #include "pm_util.h"
 
@@ -25,6 +27,7 @@
 struct pm_stream {
     struct bufferevent *bev; /* tls kind; NULL for plain */
     int fd;
+    struct pm_loop *loop;
     struct event *rev, *wev;
     struct evbuffer *in, *out;
     pm_stream_read_fn rd;
@@ -38,7 +41,6 @@ struct pm_stream {
 };
 
 static TAILQ_HEAD(, pm_stream) flush_list = TAILQ_HEAD_INITIALIZER(flush_list);
-static struct event *flush_ev;
 
 static void
 fail(struct pm_stream *s, bool eof)
@@ -83,12 +85,10 @@ write_out(struct pm_stream *s)
 }
 
 static void
-flush_cb(evutil_socket_t fd, short what, void *arg)
+flush_all(void *arg)
 {
     struct pm_stream *s;
 
-    (void)fd;
-    (void)what;
     (void)arg;
     /* Pop one at a time: a callback may free another queued stream. */
     while ((s = TAILQ_FIRST(&flush_list)) != NULL) {
@@ -127,12 +127,12 @@ write_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct pm_stream *
-pm_stream_plain(struct event_base *base, int fd)
+pm_stream_plain(struct pm_loop *loop, int fd)
 {
+    struct event_base *base = pm_loop_base(loop);
     struct pm_stream *s = pm_xcalloc(1, sizeof *s);
 
-    if (flush_ev == NULL)
-        flush_ev = event_new(base, -1, 0, flush_cb, NULL);
+    s->loop = loop;
     s->fd = fd;
     s->rev = event_new(base, fd, EV_READ | EV_PERSIST, read_cb, s);
     s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, write_cb, s);
@@ -220,7 +220,7 @@ pm_stream_output(struct pm_stream *s)
 {
     if (s->bev == NULL && !s->queued && !s->dead) {
         if (TAILQ_EMPTY(&flush_list))
-            event_active(flush_ev, 0, 0);
+            pm_loop_defer(s->loop, flush_all, NULL);
         TAILQ_INSERT_TAIL(&flush_list, s, link);
         s->queued = true;
     }

@@ -17,6 +17,7 @@
 
 struct bufferevent;
 struct event_base;
+struct pm_loop;
 struct evbuffer;
 struct pm_stream;
 
@@ -27,8 +28,11 @@ typedef void (*pm_stream_error_fn)(void *arg, bool eof);
 /* Everything queued has been written (after pm_stream_notify_drained). */
 typedef void (*pm_stream_drained_fn)(void *arg);
 
-/* Takes ownership of fd (non-blocking). NULL if libevent refuses it. */
-struct pm_stream *pm_stream_plain(struct event_base *base, int fd);
+/*
+ * Takes ownership of fd (non-blocking). Writes are scheduled on loop.
+ * NULL if libevent refuses the fd.
+ */
+struct pm_stream *pm_stream_plain(struct pm_loop *loop, int fd);
 /* Takes ownership of a TLS bufferevent. */
 struct pm_stream *pm_stream_tls(struct bufferevent *bev);
 void pm_stream_setcb(struct pm_stream *s, pm_stream_read_fn rd,

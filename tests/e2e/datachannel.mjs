@@ -7,7 +7,7 @@
  * Run it through run.sh, which puts it in a network namespace that has only
  * loopback (so no ICE candidate on a real interface is ever tried).
  *
- *   P2PMESH_BIN   server binary (default: <repo>/p2pmesh)
+ *   PM_BIN   server binary (default: <repo>/p2pmesh)
  *   E2E_VERBOSE=1 print the page logs, the frames and the server output on success too
  *
  * Exit: 0 pass, 1 fail (with the reason), 77 skip (no /usr/bin/chromium).
@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
-const BIN = path.resolve(process.env.P2PMESH_BIN || path.join(repo, 'p2pmesh'));
+const BIN = path.resolve(process.env.PM_BIN || path.join(repo, 'p2pmesh'));
 const CHROMIUM = '/usr/bin/chromium';
 const PAGE = path.join(here, 'peer.html');
 const VERBOSE = process.env.E2E_VERBOSE === '1';
@@ -129,10 +129,7 @@ function cleanStaleProfiles() {
 
 function startServer(port) {
     const args = ['--role=signaling', '--addr=127.0.0.1', '--port=' + port];
-    /* P2PMESH_* variables are server config: do not hand it ours. */
-    const env = { ...process.env };
-    delete env.P2PMESH_BIN;
-    const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const s = { child, out: '', alive: true, args };
     const keep = (d) => {
         s.out += d.toString();
@@ -286,7 +283,7 @@ async function main() {
         say('0 passed, 0 failed, 1 skipped');
         process.exit(77);
     }
-    check(executable(BIN), `server binary ${BIN} not found or not executable (build it, or set P2PMESH_BIN)`);
+    check(executable(BIN), `server binary ${BIN} not found or not executable (build it, or set PM_BIN)`);
     let chromium;
     try {
         ({ chromium } = await import('playwright-core'));

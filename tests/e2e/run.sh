@@ -4,7 +4,7 @@
 # Needs root (unshare --net). Do apt/npm installs before: there is no network
 # inside. Exit: 0 pass, 1 fail, 77 skip (no /usr/bin/chromium).
 #
-#   P2PMESH_BIN   server binary (default: <repo>/p2pmesh)
+#   PM_BIN   server binary (default: <repo>/p2pmesh)
 set -eu
 
 dir=$(cd "$(dirname "$0")" && pwd)

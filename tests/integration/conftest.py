@@ -2,7 +2,7 @@
 
     /usr/bin/python3 -m pytest tests/integration -q
 
-The binary is P2PMESH_BIN, or p2pmesh at the top of the repository.
+The binary is PM_BIN, or p2pmesh at the top of the repository.
 Each test that asks for `server` or `server_factory` gets its own process
 on a free port of 127.0.0.1, with stdout (JSON log lines) and stderr in
 files under the test's tmp_path. At teardown the process gets SIGTERM
@@ -39,7 +39,7 @@ def pytest_configure(config):
     """Run a private copy of the binary, so a rebuild during the run
     (ETXTBSY, half-written file) cannot disturb the tests."""
     global _bin_copy_dir
-    if os.access(helpers.BIN, os.X_OK) and not os.environ.get("P2PMESH_NO_COPY"):
+    if os.access(helpers.BIN, os.X_OK) and not os.environ.get("PM_NO_COPY"):
         _bin_copy_dir = tempfile.mkdtemp(prefix="p2pmesh-it-")
         dst = os.path.join(_bin_copy_dir, "p2pmesh")
         shutil.copy2(helpers.BIN, dst)
@@ -53,8 +53,8 @@ def pytest_unconfigure(config):
 
 def pytest_collection_modifyitems(config, items):
     if not os.access(helpers.BIN, os.X_OK):
-        mark = pytest.mark.skip(reason="p2pmesh binary not found at %s (set P2PMESH_BIN or build it)" % helpers.BIN)
-        if os.environ.get("P2PMESH_REQUIRE_BIN"):
+        mark = pytest.mark.skip(reason="p2pmesh binary not found at %s (set PM_BIN or build it)" % helpers.BIN)
+        if os.environ.get("PM_REQUIRE_BIN"):
             return  # let the tests fail loudly instead
         for item in items:
             item.add_marker(mark)

@@ -26,7 +26,7 @@ from pathlib import Path
 import websockets
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("P2PMESH_BIN") or str(REPO / "p2pmesh")
+BIN = os.environ.get("PM_BIN") or str(REPO / "p2pmesh")
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run the pytest integration suite against the built binary (P2PMESH_BIN).
+# Run the pytest integration suite against the built binary (PM_BIN).
 # Debian's interpreter is used explicitly: its python3-* packages
 # (pytest, websockets) are not visible to other pythons on PATH.
 # pytest's exit code 5 (no tests collected) counts as a failure here.
@@ -12,8 +12,8 @@ if ! "$py" -c 'import pytest, websockets' 2>/dev/null; then
 fi
 cd "$dir" || exit 99
 # A missing binary must fail the suite, not skip every test.
-P2PMESH_REQUIRE_BIN=1
-export P2PMESH_REQUIRE_BIN
+PM_REQUIRE_BIN=1
+export PM_REQUIRE_BIN
 "$py" -m pytest -q -p no:cacheprovider "$dir"
 rv=$?
 [ "$rv" -eq 5 ] && { echo "pytest collected no tests"; exit 1; }

@@ -15,7 +15,7 @@
 #define _GNU_SOURCE
 #endif
 
-#include <check.h>
+#include "pm_test.h"
 #include <ctype.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -969,14 +969,4 @@ config_suite(void)
     return s;
 }
 
-int
-main(void)
-{
-    SRunner *sr = srunner_create(config_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+PM_TEST_MAIN(config_suite)

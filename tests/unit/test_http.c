@@ -15,7 +15,7 @@
 #define _GNU_SOURCE
 #endif
 
-#include <check.h>
+#include "pm_test.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -866,14 +866,4 @@ http_suite(void)
     return s;
 }
 
-int
-main(void)
-{
-    SRunner *sr = srunner_create(http_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+PM_TEST_MAIN(http_suite)

@@ -5,7 +5,7 @@
  */
 #include "config.h"
 
-#include <check.h>
+#include "pm_test.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,13 +182,11 @@ START_TEST(offline_mailbox_off)
 }
 END_TEST
 
-int
-main(void)
+static Suite *
+signaling_suite(void)
 {
     Suite *su = suite_create("signaling");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, nearest_by_xor_distance);
     tcase_add_test(tc, nearest_mixed_lengths_and_non_hex);
@@ -197,9 +195,7 @@ main(void)
     tcase_add_test(tc, offline_mailbox_is_bounded);
     tcase_add_test(tc, offline_mailbox_off);
     suite_add_tcase(su, tc);
-    sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return su;
 }
+
+PM_TEST_MAIN(signaling_suite)

@@ -15,7 +15,7 @@
 #define _GNU_SOURCE
 #endif
 
-#include <check.h>
+#include "pm_test.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1381,14 +1381,4 @@ ws_suite(void)
     return s;
 }
 
-int
-main(void)
-{
-    SRunner *sr = srunner_create(ws_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+PM_TEST_MAIN(ws_suite)
