@@ -34,6 +34,22 @@ sig_setup(struct sig *s, struct event_base *base)
         s->expiry_timer = evtimer_new(base, NULL, NULL);
 }
 
+/* Unregister and free every client of r, then release r. */
+static void
+drop_realm(struct sig *s, struct sig_realm *r)
+{
+    struct sig_client *c, *tmp;
+
+    HASH_ITER(hh, r->peers, c, tmp)
+    {
+        sig_realm_remove(s, c);
+        r->nclients--;
+        free(c);
+    }
+    sig_realm_release(s, r);
+    ck_assert_ptr_null(s->realms);
+}
+
 static struct sig_client *
 join(struct sig *s, struct sig_realm *r, const char *id)
 {
@@ -69,6 +85,8 @@ START_TEST(nearest_by_xor_distance)
     ck_assert_uint_eq(n, 4); /* never itself */
     ck_assert_str_eq(out[3]->id, "f0");
     ck_assert_int_eq(peers_gauge, 5);
+    drop_realm(&s, r);
+    ck_assert_int_eq(peers_gauge, 0);
 }
 END_TEST
 
@@ -95,6 +113,7 @@ START_TEST(nearest_mixed_lengths_and_non_hex)
     n = sig_realm_nearest(r, "me", NULL, 2, out);
     ck_assert_str_eq(out[0]->id, "0001");
     ck_assert_str_eq(out[1]->id, "2");
+    drop_realm(&s, r);
 }
 END_TEST
 
@@ -145,6 +164,7 @@ START_TEST(offline_mailbox_is_bounded)
     sig_setup(&s, base);
     queued = 0;
     r = sig_realm_get(&s, "");
+    r->nclients++; /* a connection keeps the realm alive */
     ck_assert_int_eq(
         sig_offline_hold(&s, r, "away", "me", "signal", false, "{\"a\":1}", 7),
         PM_OK);
@@ -161,6 +181,9 @@ START_TEST(offline_mailbox_is_bounded)
     ck_assert_uint_eq(queued, 3);
     sig_offline_free_all(&s);
     ck_assert_ptr_null(r->boxes);
+    r->nclients--;
+    sig_realm_release(&s, r);
+    ck_assert_ptr_null(s.realms);
     event_base_free(base);
 }
 END_TEST
@@ -179,6 +202,7 @@ START_TEST(offline_mailbox_off)
         sig_offline_hold(&s, r, "away", "me", "signal", false, "{}", 2),
         PM_ELIMIT);
     ck_assert_ptr_null(r->boxes);
+    drop_realm(&s, r);
 }
 END_TEST
 
