@@ -261,6 +261,12 @@ pm_loop_submit(struct pm_loop *loop, pm_work_fn work, pm_done_fn done,
     pthread_mutex_unlock(&loop->mu);
 }
 
+void
+pm_loop_run_deferred(struct pm_loop *loop)
+{
+    run_deferred(-1, 0, loop);
+}
+
 int
 pm_loop_run(struct pm_loop *loop)
 {

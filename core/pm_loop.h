@@ -29,6 +29,8 @@ int pm_loop_on_signal(struct pm_loop *loop, int signo, pm_signal_fn fn,
                       void *arg);
 /* Run fn(arg) once, after the current callback returns. */
 void pm_loop_defer(struct pm_loop *loop, pm_defer_fn fn, void *arg);
+/* Run every pending deferred call now (at exit, after the loop stopped). */
+void pm_loop_run_deferred(struct pm_loop *loop);
 /* Hand work to the pool (started on first use, nworkers threads). */
 void pm_loop_submit(struct pm_loop *loop, pm_work_fn work, pm_done_fn done,
                     void *arg);

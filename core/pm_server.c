@@ -795,6 +795,10 @@ pm_server_free(struct pm_server *srv)
 
     if (srv == NULL)
         return;
+    /* Frees scheduled before the loop stopped go first, so the loop below
+     * never meets a connection that is also queued for freeing. */
+    if (srv->loop != NULL)
+        pm_loop_run_deferred(srv->loop);
     /* Connections still open at exit: free them directly. */
     while ((c = TAILQ_FIRST(&srv->conns)) != NULL) {
         TAILQ_REMOVE(&srv->conns, c, link);

@@ -77,6 +77,23 @@ pm_utf8_feed(uint32_t state, const uint8_t *s, size_t n)
     for (i = 0; i < n; i++) {
         uint8_t c = s[i];
 
+        /* At a boundary, skip ASCII eight bytes at a time. */
+        if (state == 0 && c < 0x80) {
+            uint64_t w;
+
+            while (i + 8 <= n) {
+                memcpy(&w, s + i, 8);
+                if (w & 0x8080808080808080ull)
+                    break;
+                i += 8;
+            }
+            if (i >= n)
+                break;
+            c = s[i];
+            if (c < 0x80)
+                continue;
+        }
+
         if (state != 0) {
             uint32_t need = state >> 4, range = state & 15;
 

@@ -39,6 +39,8 @@ struct sig_client {
     char *id;          /* registered peer id, NULL before join */
     char *id_json;     /* the id as a JSON string, quotes included */
     char *from_member; /* ,"from":<id_json> for appending */
+    bool hex;          /* the id is hex: key holds its value */
+    uint8_t key[64];   /* big-endian, right-aligned, for XOR distance */
     UT_hash_handle hh; /* in realm->peers while id is set */
 };
 
@@ -68,8 +70,10 @@ struct sig_box {
 
 struct sig_realm {
     char *name;
-    struct sig_client *peers; /* joined, by id */
-    struct sig_box *boxes;    /* offline mailboxes, by target id */
+    struct sig_client *peers;   /* joined, by id */
+    struct sig_box *boxes;      /* offline mailboxes, by target id */
+    struct sig_client **sorted; /* joined peers with hex ids, by value */
+    size_t nsorted, cap;
     unsigned npeers;
     unsigned nclients; /* connections in the realm, joined or not */
     UT_hash_handle hh;
@@ -86,6 +90,7 @@ struct sig_stats {
 
 struct sig {
     struct pm_server *srv;
+    bool stopping; /* draining: departures are not announced */
     const struct sig_conf *conf;
     struct sig_realm *realms;
     struct sig_held_list by_expiry; /* every held message, oldest first */

@@ -74,62 +74,76 @@ send_to_all(struct sig_client **to, size_t n, const cJSON *o)
     free(s);
 }
 
-/* {"type":t,"peerId":id} to the nearest announce_max peers of the realm. */
+/* The joined peers of c's realm nearest to id, nearest first (not c). */
+struct nearest {
+    struct sig_client **v;
+    size_t n;
+};
+
 static void
-announce(struct sig *s, struct sig_client *c, const char *type, const char *id)
+nearest(struct sig_client *c, const char *id, size_t k, struct nearest *out)
 {
-    size_t k = c->realm->npeers, n;
-    struct sig_client **to;
+    out->v = pm_xmalloc((k ? k : 1) * sizeof *out->v);
+    out->n = k ? sig_realm_nearest(c->realm, id, c, k, out->v) : 0;
+}
+
+/* {"type":type,"peerId":id} to the first n peers of near. */
+static void
+announce(const struct nearest *near, size_t n, const char *type, const char *id)
+{
     cJSON *o;
 
-    if (k == 0 || s->conf->announce_max <= 0)
+    if (n > near->n)
+        n = near->n;
+    if (n == 0)
         return;
-    if (k > (size_t)s->conf->announce_max)
-        k = (size_t)s->conf->announce_max;
-    to = pm_xmalloc(k * sizeof *to);
-    n = sig_realm_nearest(c->realm, id, c, k, to);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", type);
     cJSON_AddStringToObject(o, "peerId", id);
-    send_to_all(to, n, o);
+    send_to_all(near->v, n, o);
     cJSON_Delete(o);
-    free(to);
 }
 
 /* Unregister c's id and tell the realm (exactly once per departure). */
 void
 sig_mesh_departed(struct sig *s, struct sig_client *c)
 {
+    struct nearest near;
     char *id;
 
     if (c->id == NULL)
         return;
     id = pm_xstrdup(c->id);
     sig_realm_remove(s, c);
-    announce(s, c, "peer_left", id);
+    /* While draining every peer is leaving: no one needs telling. */
+    if (!s->stopping && s->conf->announce_max > 0) {
+        nearest(c, id, (size_t)s->conf->announce_max, &near);
+        announce(&near, near.n, "peer_left", id);
+        free(near.v);
+    }
     pm_log_kv(PM_LOG_DEBUG, "peer_left", "peer left", "peer", id, "realm",
               c->realm->name, NULL);
     free(id);
 }
 
+/* {"type":"bootstrap_peers","peers":[{"id":..}]} with the first n. */
 static void
-send_bootstrap(struct sig *s, struct sig_client *c)
+send_bootstrap(struct sig_client *c, const struct nearest *near, size_t n)
 {
-    size_t k = (size_t)s->conf->bootstrap_count, n, i;
-    struct sig_client **near = pm_xmalloc((k ? k : 1) * sizeof *near);
     cJSON *o = cJSON_CreateObject(), *peers;
+    size_t i;
 
-    n = sig_realm_nearest(c->realm, c->id, c, k, near);
+    if (n > near->n)
+        n = near->n;
     cJSON_AddStringToObject(o, "type", "bootstrap_peers");
     peers = cJSON_AddArrayToObject(o, "peers");
     for (i = 0; i < n; i++) {
         cJSON *p = cJSON_CreateObject();
 
-        cJSON_AddStringToObject(p, "id", near[i]->id);
+        cJSON_AddStringToObject(p, "id", near->v[i]->id);
         cJSON_AddItemToArray(peers, p);
     }
     send_json(c, o);
-    free(near);
 }
 
 static void
@@ -137,7 +151,9 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
 {
     const cJSON *pid = cJSON_GetObjectItemCaseSensitive(msg, "peerId");
     struct sig_client *holder;
+    struct nearest near;
     const char *id;
+    size_t k;
 
     if (!cJSON_IsString(pid) || pid->valuestring[0] == '\0') {
         sig_send_error(c, "peerId is required for join message.");
@@ -149,7 +165,10 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
         return;
     }
     if (c->id != NULL && strcmp(c->id, id) == 0) {
-        send_bootstrap(s, c); /* a repeated join: answer again */
+        /* a repeated join: answer again */
+        nearest(c, id, (size_t)s->conf->bootstrap_count, &near);
+        send_bootstrap(c, &near, near.n);
+        free(near.v);
         return;
     }
     holder = sig_realm_find(c->realm, id);
@@ -172,8 +191,14 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
     (*s->stats.joins)++;
     pm_log_kv(PM_LOG_DEBUG, "peer_joined", "peer joined", "peer", id, "realm",
               c->realm->name, "ip", pm_conn_ip(c->conn), NULL);
-    send_bootstrap(s, c);
-    announce(s, c, "peer_joined", id);
+    /* One pass over the realm serves both lists (same order). */
+    k = (size_t)(s->conf->bootstrap_count > s->conf->announce_max
+                     ? s->conf->bootstrap_count
+                     : s->conf->announce_max);
+    nearest(c, id, k, &near);
+    send_bootstrap(c, &near, (size_t)s->conf->bootstrap_count);
+    announce(&near, (size_t)s->conf->announce_max, "peer_joined", id);
+    free(near.v);
     sig_offline_deliver(s, c);
 }
 
@@ -256,6 +281,10 @@ sig_mesh_message(struct sig *s, struct sig_client *c, const char *data,
         on_ping(c, msg);
     } else if ((rt = relay_type(type->valuestring)) != NULL) {
         on_relay(s, c, msg, data, len, rt);
+    } else if (strcmp(type->valuestring, "subscribe") == 0 ||
+               strcmp(type->valuestring, "unsubscribe") == 0 ||
+               strcmp(type->valuestring, "publish") == 0) {
+        sig_send_error(c, "The y-webrtc dialect is not implemented yet.");
     } else {
         snprintf(text, sizeof text, "Unknown message type: %.200s",
                  type->valuestring);

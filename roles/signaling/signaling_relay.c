@@ -35,13 +35,24 @@ skip_ws(const char *s, size_t i, size_t len)
 static size_t
 skip_string(const char *s, size_t i, size_t len, bool *esc)
 {
-    for (i++; i < len && s[i] != '"'; i++) {
-        if (s[i] == '\\') {
-            *esc = true;
-            i++;
+    size_t start = i + 1, j = start;
+
+    for (;;) {
+        const char *q = memchr(s + j, '"', len - j);
+        size_t k, bs = 0;
+
+        if (q == NULL)
+            return len;
+        k = (size_t)(q - s);
+        while (k - bs > start && s[k - bs - 1] == '\\')
+            bs++;
+        if (bs % 2 == 0) { /* not an escaped quote: the end */
+            if (memchr(s + start, '\\', k - start) != NULL)
+                *esc = true;
+            return k + 1;
         }
+        j = k + 1;
     }
-    return i + 1;
 }
 
 static size_t

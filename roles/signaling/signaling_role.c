@@ -91,6 +91,59 @@ sig_init(struct pm_server *srv, const void *conf, void **state, char *err,
 }
 
 static void
+sig_stop(void *state)
+{
+    ((struct sig *)state)->stopping = true;
+}
+
+/*
+ * The PeerJS and mailbox dialects will share this port but are not built
+ * yet: their paths answer 501 with the reason instead of being mistaken
+ * for the p2pmesh dialect.
+ */
+static const char *
+unbuilt_dialect(const struct pm_http_request *req)
+{
+    const char *p = req->path;
+    size_t n = req->path_len;
+    const char *slash = n > 1 ? memchr(p + 1, '/', n - 1) : NULL;
+
+    if ((n >= 7 && memcmp(p + n - 7, "/peerjs", 7) == 0) ||
+        (slash != NULL &&
+         (pm_strcaseeq(slash, (size_t)(p + n - slash), "/id") ||
+          pm_strcaseeq(slash, (size_t)(p + n - slash), "/peers"))))
+        return "the PeerJS dialect is not implemented yet";
+    if ((n > 4 && memcmp(p, "/ws/", 4) == 0) ||
+        pm_strcaseeq(p, n, "/register") || pm_strcaseeq(p, n, "/heartbeat") ||
+        (n >= 7 && memcmp(p, "/signal", 7) == 0) ||
+        (n >= 12 && memcmp(p, "/connection/", 12) == 0))
+        return "the mailbox dialect is not implemented yet";
+    return NULL;
+}
+
+static int
+sig_http(void *state, struct pm_conn *conn, const struct pm_http_request *req,
+         const uint8_t *body, size_t body_len)
+{
+    const char *why = unbuilt_dialect(req);
+    cJSON *o;
+    char *s;
+
+    (void)state;
+    (void)body;
+    (void)body_len;
+    if (why == NULL)
+        return PM_ENOTFOUND;
+    o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "message", why);
+    s = cJSON_PrintUnformatted(o);
+    pm_conn_http_respond(conn, 501, "application/json", NULL, s, strlen(s));
+    free(s);
+    cJSON_Delete(o);
+    return PM_OK;
+}
+
+static void
 sig_destroy(void *state)
 {
     struct sig *s = state;
@@ -115,6 +168,11 @@ sig_ws_upgrade(void *state, struct pm_conn *conn,
     struct sig_client *c;
     char room[SIG_MAX_REALM + 1];
     int rv = pm_http_query_param(req, "room", room, sizeof room);
+
+    if (unbuilt_dialect(req) != NULL) {
+        *status = 501;
+        return PM_EINVAL;
+    }
 
     if (rv == PM_ELIMIT) {
         *status = 400;
@@ -183,7 +241,9 @@ const struct pm_role pm_role_signaling = {
     .conf_size = sizeof(struct sig_conf),
     .env_aliases = sig_aliases,
     .init = sig_init,
+    .stop = sig_stop,
     .destroy = sig_destroy,
+    .http = sig_http,
     .ws_upgrade = sig_ws_upgrade,
     .ws_message = sig_ws_message,
     .ws_limited = sig_ws_limited,

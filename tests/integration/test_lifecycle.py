@@ -45,6 +45,33 @@ def test_sigterm_closes_clients_1001_and_exits_0(server_factory):
     assert time.monotonic() - t0 < 10
 
 
+def test_sigterm_deadline_with_clients_leaving_exits_cleanly(server_factory):
+    """Clients that ignore our close frame keep the drain waiting until
+    shutdown.grace; some of them hang up right around the deadline. The
+    process must still exit 0 with nothing reported on stderr (a double
+    free here once aborted it)."""
+    for _ in range(3):
+        srv = server_factory("--shutdown.grace=400ms",
+                             "--limits.per_ip_rate=0/1s")
+        socks = []
+        for i in range(120):
+            ws = RawWS(srv.port)
+            ws.send_json({"type": "join", "peerId": "%040x" % i})
+            socks.append(ws)
+        time.sleep(0.3)
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.38)
+        for ws in socks[::2]:
+            ws.sock.close()
+        try:
+            rc = srv.proc.wait(10)
+        finally:
+            for ws in socks[1::2]:
+                ws.sock.close()
+        assert rc == 0, (rc, srv.stderr_text())
+        assert srv.stderr_text().strip() == "", srv.stderr_text()
+
+
 def test_sigterm_with_no_clients_exits_fast(server_factory):
     srv = server_factory()
     t0 = time.monotonic()

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "pm_test.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,133 @@ START_TEST(nearest_mixed_lengths_and_non_hex)
 }
 END_TEST
 
+/* Reference ranking for the differential test: brute force. */
+struct ref {
+    const char *id;
+    bool hex;
+    uint8_t dist[64];
+};
+
+static bool
+ref_key(const char *id, uint8_t key[64])
+{
+    size_t n = strlen(id), i;
+
+    memset(key, 0, 64);
+    for (i = 0; i < n; i++) {
+        char ch = id[n - 1 - i];
+        int v = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+
+        if (v < 0)
+            return false;
+        key[63 - i / 2] |= (uint8_t)(i % 2 ? v << 4 : v);
+    }
+    return n > 0;
+}
+
+static int
+ref_cmp(const void *pa, const void *pb)
+{
+    const struct ref *a = pa, *b = pb;
+    int d;
+
+    if (a->hex != b->hex)
+        return a->hex ? -1 : 1;
+    if (a->hex && (d = memcmp(a->dist, b->dist, 64)) != 0)
+        return d;
+    return strcmp(a->id, b->id);
+}
+
+static void
+random_id(char *out, unsigned *seed)
+{
+    static const char hexd[] = "0123456789abcdef";
+    int kind = rand_r(seed) % 10, len, i;
+
+    if (kind == 0) { /* not hex */
+        sprintf(out, "peer-%d", rand_r(seed) % 1000);
+        return;
+    }
+    /* mostly 40 hex digits; sometimes short ones, to mix lengths */
+    len = kind < 8 ? 40 : 1 + rand_r(seed) % 6;
+    for (i = 0; i < len; i++)
+        out[i] = hexd[rand_r(seed) % 16];
+    out[len] = '\0';
+}
+
+START_TEST(nearest_matches_brute_force)
+{
+    unsigned seed = 12345;
+    int round;
+
+    for (round = 0; round < 40; round++) {
+        struct sig s;
+        struct sig_realm *r;
+        struct sig_client *cl[300], *out[70];
+        struct ref refs[300];
+        char id[64];
+        int n = 1 + rand_r(&seed) % 300, i, j, m;
+        size_t k = 1 + (size_t)(rand_r(&seed) % 70), got;
+        uint8_t me[64];
+        bool me_hex;
+
+        sig_setup(&s, NULL);
+        r = sig_realm_get(&s, "diff");
+        for (i = 0, m = 0; i < n; i++) {
+            random_id(id, &seed);
+            if (sig_realm_find(r, id) == NULL)
+                cl[m++] = join(&s, r, id);
+        }
+        /* remove a few, so removal keeps the order right */
+        for (i = 0; i < m / 5; i++) {
+            j = rand_r(&seed) % m;
+            if (cl[j]->id != NULL)
+                sig_realm_remove(&s, cl[j]);
+        }
+        for (int q = 0; q < 10; q++) {
+            const struct sig_client *self = cl[rand_r(&seed) % m];
+            int nref = 0;
+
+            if (q % 3 == 0 || self->id == NULL) {
+                random_id(id, &seed); /* a target that is not joined */
+                self = NULL;
+            } else {
+                strcpy(id, self->id);
+            }
+            me_hex = ref_key(id, me);
+            for (i = 0; i < m; i++) {
+                uint8_t key[64];
+
+                if (cl[i]->id == NULL || cl[i] == self)
+                    continue;
+                refs[nref].id = cl[i]->id;
+                refs[nref].hex = me_hex && ref_key(cl[i]->id, key);
+                for (j = 0; j < 64; j++)
+                    refs[nref].dist[j] = key[j] ^ me[j];
+                nref++;
+            }
+            qsort(refs, (size_t)nref, sizeof *refs, ref_cmp);
+            got = sig_realm_nearest(r, id, self, k, out);
+            ck_assert_uint_eq(got, (size_t)nref < k ? (size_t)nref : k);
+            for (i = 0; i < (int)got; i++)
+                ck_assert_msg(strcmp(out[i]->id, refs[i].id) == 0,
+                              "round %d: rank %d is %s, expected %s", round, i,
+                              out[i]->id, refs[i].id);
+        }
+        for (i = 0; i < m; i++) {
+            sig_realm_remove(&s, cl[i]);
+            r->nclients--;
+            free(cl[i]);
+        }
+        sig_realm_release(&s, r);
+        ck_assert_ptr_null(s.realms);
+    }
+}
+END_TEST
+
 START_TEST(realm_remove_and_release)
 {
     struct sig s;
@@ -214,6 +342,7 @@ signaling_suite(void)
 
     tcase_add_test(tc, nearest_by_xor_distance);
     tcase_add_test(tc, nearest_mixed_lengths_and_non_hex);
+    tcase_add_test(tc, nearest_matches_brute_force);
     tcase_add_test(tc, realm_remove_and_release);
     tcase_add_test(tc, not_found_texts);
     tcase_add_test(tc, offline_mailbox_is_bounded);
