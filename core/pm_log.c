@@ -61,15 +61,15 @@ pm_log_enabled(enum pm_log_level level)
     return (int)level >= log_level;
 }
 
-static void
-format_ts(char out[48])
+void
+pm_log_format_ts(char *out, size_t len)
 {
     struct timespec ts;
     struct tm tm;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(out, 48, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (int)(ts.tv_nsec / 1000000) % 1000);
 }
@@ -88,13 +88,25 @@ write_line(const char *line, size_t len)
     }
 }
 
+void
+pm_log_write_line(const char *line)
+{
+    size_t n = strlen(line);
+    char *s = pm_xmalloc(n + 1);
+
+    memcpy(s, line, n);
+    s[n] = '\n';
+    write_line(s, n + 1);
+    free(s);
+}
+
 static void
 emit(enum pm_log_level level, const char *event, const char *msg, va_list kv)
 {
     char ts[48];
     const char *k, *v;
 
-    format_ts(ts);
+    pm_log_format_ts(ts, sizeof ts);
     if (log_json) {
         cJSON *o = cJSON_CreateObject();
         char *s;
@@ -113,11 +125,7 @@ emit(enum pm_log_level level, const char *event, const char *msg, va_list kv)
         s = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (s != NULL) {
-            size_t n = strlen(s);
-
-            s = pm_xrealloc(s, n + 2);
-            s[n] = '\n';
-            write_line(s, n + 1);
+            pm_log_write_line(s);
             free(s);
         }
     } else {
@@ -134,12 +142,7 @@ emit(enum pm_log_level level, const char *event, const char *msg, va_list kv)
             free(line);
             line = next;
         }
-        {
-            char *full = pm_xasprintf("%s\n", line);
-
-            write_line(full, strlen(full));
-            free(full);
-        }
+        pm_log_write_line(line);
         free(line);
     }
 }

@@ -8,6 +8,7 @@
 #define PM_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum pm_log_level {
     PM_LOG_DEBUG = 0,
@@ -35,6 +36,11 @@ void pm_log(enum pm_log_level level, const char *event, const char *fmt, ...)
  */
 void pm_log_kv(enum pm_log_level level, const char *event, const char *msg, ...)
     __attribute__((sentinel));
+
+/* RFC 3339 UTC timestamp with milliseconds ("2026-11-22T11:21:34.123Z"). */
+void pm_log_format_ts(char *out, size_t len);
+/* Write one preformatted line (no newline) to stdout in a single write. */
+void pm_log_write_line(const char *line);
 
 /* Route libevent's internal warnings into this logger. */
 void pm_log_bridge_libevent(void);

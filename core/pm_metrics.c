@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
 
+#include "pm_log.h"
 #include "pm_metrics.h"
 #include "pm_util.h"
 
@@ -315,6 +316,18 @@ pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
     size_t i, count = 0;
     char *line;
 
+    /* The fixed fields of every log line, so stdout stays uniform;
+     * CloudWatch keeps them as properties of the EMF event. */
+    {
+        char ts[48];
+
+        pm_log_format_ts(ts, sizeof ts);
+        cJSON_AddStringToObject(root, "ts", ts);
+    }
+    cJSON_AddStringToObject(root, "level", "info");
+    cJSON_AddStringToObject(root, "role", role);
+    cJSON_AddStringToObject(root, "event", "metrics_emf");
+    cJSON_AddStringToObject(root, "msg", "metrics");
     aws = cJSON_AddObjectToObject(root, "_aws");
     cJSON_AddNumberToObject(aws, "Timestamp", (double)pm_wall_ms());
     cwm = cJSON_AddArrayToObject(aws, "CloudWatchMetrics");
@@ -329,7 +342,6 @@ pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
         cJSON_AddItemToArray(dims, set);
     }
     mets = cJSON_AddArrayToObject(dir, "Metrics");
-    cJSON_AddStringToObject(root, "role", role);
     /* CloudWatch takes at most 100 metrics per directive. */
     for (i = 0; i < m->n && count < 100; i++) {
         const struct series *s = m->s[i];
@@ -349,8 +361,7 @@ pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
     line = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (line != NULL) {
-        printf("%s\n", line);
-        fflush(stdout);
+        pm_log_write_line(line);
         free(line);
     }
 }

@@ -176,6 +176,12 @@ static double mach_cpu0 = -1, mach_cpu1 = -1;
 static uint64_t t_acct0, t_acct1;
 
 static struct hist h_lat, h_lag;
+/* worst latency per 10 ms slot of intended send time in the window, to
+ * locate stalls (a server pause shows as a run of slow slots) */
+static uint32_t *slot_max_us;
+static size_t n_slots;
+#define SLOT_NS 10000000ull
+#define STALL_US 10000u /* slots worse than 10 ms are listed */
 
 /* shared read buffer */
 static uint8_t *scratch;
@@ -200,6 +206,8 @@ static uint64_t mono_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void logmsg(const char *fmt, ...)
 {
@@ -752,8 +760,13 @@ static void relay_received(struct conn *c, const uint8_t *d, size_t len)
     recv_total++;
     uint64_t t_int = t + t_base;
     if (t_int >= t_meas0 && t_int < t_meas1) {
+        uint64_t lat = now > t_int ? now - t_int : 0;
         recv_win++;
-        h_add(&h_lat, now > t_int ? now - t_int : 0);
+        h_add(&h_lat, lat);
+        size_t slot = (size_t)((t_int - t_meas0) / SLOT_NS);
+        uint64_t us = lat / 1000;
+        if (slot < n_slots && us > slot_max_us[slot])
+            slot_max_us[slot] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     }
     if (phase == PH_MEASURE) /* the CPU sampling window */
         recv_during_win++;
@@ -1401,6 +1414,10 @@ static void start_run(void)
     t_run0 = now + 20000000ull; /* 20 ms from now */
     t_meas0 = t_run0 + (uint64_t)(O.warmup * 1e9);
     t_meas1 = t_meas0 + (uint64_t)(O.duration * 1e9);
+    n_slots = (size_t)((t_meas1 - t_meas0) / SLOT_NS) + 1;
+    slot_max_us = calloc(n_slots, sizeof *slot_max_us);
+    if (!slot_max_us)
+        n_slots = 0;
     phase = PH_WARMUP;
     if (O.verbose)
         logmsg("all %d connections ready in %.2f s (%d join unacked)", nconns,
@@ -1430,6 +1447,39 @@ static void idle_all_open(void)
 
 /* ------------------------------------------------------------------ */
 /* report                                                              */
+
+/* Stalls: runs of 10 ms slots whose worst latency passed STALL_US, as
+ * [start ms into the window, length ms, worst latency ms], at most 20. */
+static void print_stalls(FILE *f, bool json)
+{
+    int printed = 0;
+    size_t i = 0;
+    if (json)
+        fputs("[", f);
+    while (i < n_slots && printed < 20) {
+        if (slot_max_us[i] <= STALL_US) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        uint32_t worst = 0;
+        while (j < n_slots && slot_max_us[j] > STALL_US) {
+            if (slot_max_us[j] > worst)
+                worst = slot_max_us[j];
+            j++;
+        }
+        if (json)
+            fprintf(f, "%s[%zu,%zu,%.1f]", printed ? "," : "", i * 10,
+                    (j - i) * 10, worst / 1000.0);
+        else
+            fprintf(f, "  at %zu ms for %zu ms: worst %.1f ms\n", i * 10,
+                    (j - i) * 10, worst / 1000.0);
+        printed++;
+        i = j;
+    }
+    if (json)
+        fputs("]", f);
+}
 
 static void report_relay(void)
 {
@@ -1466,7 +1516,7 @@ static void report_relay(void)
                "\"latency_us\":{\"n\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%.1f,"
                "\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f},"
                "\"send_lag_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
-               "\"setup_s\":%.3f,\"ok\":%s}\n",
+               "\"setup_s\":%.3f,\"ok\":%s,\"stalls\":",
                dn, O.pairs, O.rate, O.rate > 0 ? "open" : "closed", O.window,
                win, O.warmup, O.size, sent_win, recv_win, lost, send_dropped,
                seq_gaps, seq_old, bad_from, bad_payload, server_errors,
@@ -1481,6 +1531,8 @@ static void report_relay(void)
                US(h_pct(&h_lag, 99)), US(h_lag.max),
                (double)(t_setup_done - t_setup_start) / 1e9,
                exit_code == 0 ? "true" : "false");
+        print_stalls(stdout, true);
+        fputs("}\n", stdout);
     } else {
         printf("dialect %s, %d pairs, %s loop%s, window %.2f s, pad %d B\n",
                dn, O.pairs, O.rate > 0 ? "open" : "closed",
@@ -1515,6 +1567,8 @@ static void report_relay(void)
             printf("send lag us        p50 %.1f  p99 %.1f  max %.1f\n",
                    US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)),
                    US(h_lag.max));
+        printf("stalls (>%u ms, by intended send time):\n", STALL_US / 1000);
+        print_stalls(stdout, false);
     }
 }
 
@@ -1867,6 +1921,7 @@ int main(int argc, char **argv)
     free(scratch);
     free(sbuf);
     free(pad_str);
+    free(slot_max_us);
     event_base_free(base);
     return exit_code;
 }

@@ -1,24 +1,26 @@
 'use strict';
 // report.js: markdown summary of one tests/bench/run.sh result directory.
 //
-//   node tests/bench/report.js tests/bench/results/<stamp>
+//   node tests/bench/report.js RESULT_DIR
+//   node tests/bench/report.js --capacity RESULT_DIR WINDOW SERVER...
 //
-// Reads the JSON lines pm-loadgen wrote (<server>.<phase>.json) and prints
-// the per-server table, the p2pmesh-vs-peer ratios against the targets,
-// and a bottleneck note for every throughput run.
+// Reads the JSON lines pm-loadgen wrote:
+//   <server>.tp-w<W>.r<N>.json   (a) closed loop, window W, round N
+//   <server>.lat.r<N>.json       (b) open loop at the common rate, round N
+//   <server>.idle.json, <server>.idle-bare.json   (c) idle connections
+// and prints the tables, the p2pmesh-vs-peer ratios against the targets,
+// a bottleneck note per throughput run and every problem seen. Of the
+// rounds it keeps the best one (highest msgs per CPU-s, lowest p99): other
+// work on the machine only ever makes a round worse.
+// --capacity prints the weakest server's best msgs per server CPU-second
+// (run.sh derives the latency rate from it).
 
 const fs = require('fs');
 const path = require('path');
 
-const dir = process.argv[2];
-if (!dir) {
-  process.stderr.write('usage: node report.js RESULT_DIR\n');
-  process.exit(2);
-}
-
-function load(name) {
+function loadFile(file) {
   try {
-    const text = fs.readFileSync(path.join(dir, name), 'utf8').trim();
+    const text = fs.readFileSync(file, 'utf8').trim();
     if (!text) return null;
     return JSON.parse(text.split('\n').pop());
   } catch (e) {
@@ -26,13 +28,66 @@ function load(name) {
   }
 }
 
+function rounds(dir, prefix) {
+  let names = [];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (e) {
+    return [];
+  }
+  const re = new RegExp(`^${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.r(\\d+)\\.json$`);
+  const out = [];
+  for (const n of names) {
+    const m = re.exec(n);
+    if (!m) continue;
+    const o = loadFile(path.join(dir, n));
+    if (o) {
+      o.round = Number(m[1]);
+      out.push(o);
+    }
+  }
+  return out.sort((a, b) => a.round - b.round);
+}
+
+// A run is disturbed when other processes used more than 10 % of a core
+// during its window; the best round is chosen among undisturbed ones when
+// there are any.
+const disturbed = (r) => r && r.other_cpu_s > 0.1 * (r.duration_s || 1);
+const preferQuiet = (runs) => (runs.some((r) => !disturbed(r)) ? runs.filter((r) => !disturbed(r)) : runs);
+const bestTp = (runs) =>
+  preferQuiet(runs).reduce(
+    (b, r) => (r.msgs_per_server_cpu_s > 0 && (!b || r.msgs_per_server_cpu_s > b.msgs_per_server_cpu_s) ? r : b),
+    null,
+  );
+const bestLat = (runs) =>
+  preferQuiet(runs).reduce((b, r) => (r.received > 0 && (!b || r.latency_us.p99 < b.latency_us.p99) ? r : b), null);
+const dag = (r) => (disturbed(r) ? ' †' : '');
+
+if (process.argv[2] === '--capacity') {
+  const [dir, w, ...servers] = process.argv.slice(3);
+  let cap = Infinity;
+  for (const s of servers) {
+    const b = bestTp(rounds(dir, `${s}.tp-w${w}`));
+    if (b && b.msgs_per_server_cpu_s < cap) cap = b.msgs_per_server_cpu_s;
+  }
+  process.stdout.write(cap === Infinity ? '' : String(Math.round(cap)));
+  process.exit(0);
+}
+
+const dir = process.argv[2];
+if (!dir) {
+  process.stderr.write('usage: node report.js RESULT_DIR\n');
+  process.exit(2);
+}
+
 const TARGET_CPU = 3; // p2pmesh msgs per CPU-s >= 3x the peer's
-const TARGET_P99 = 0.5; // p2pmesh p99 <= 0.5x the peer's
+const TARGET_P99 = 0.5; // p2pmesh p99 <= 0.5x the peer's at equal load
 const TARGET_RSS = 6 * 1024; // bytes per idle plaintext connection
 
-const env = load('env.json') || {};
-const envAfter = load('env-after.json') || {};
-const latRate = load('latency-rate.json') || {};
+const env = loadFile(path.join(dir, 'env.json')) || {};
+const envAfter = loadFile(path.join(dir, 'env-after.json')) || {};
+const latRate = loadFile(path.join(dir, 'latency-rate.json')) || {};
+const windows = String(env.windows || '1').split(/\s+/).filter(Boolean);
 const order = ['p2pmesh', 'node-ws-relay', 'peerjs', 'p2pmesh-peerjs'];
 const label = {
   p2pmesh: 'p2pmesh',
@@ -40,140 +95,195 @@ const label = {
   peerjs: 'PeerJS server',
   'p2pmesh-peerjs': 'p2pmesh (PeerJS dialect)',
 };
-const dialect = {
-  p2pmesh: 'p2pmesh',
-  'node-ws-relay': 'p2pmesh',
-  peerjs: 'peerjs',
-  'p2pmesh-peerjs': 'peerjs',
-};
+const dialect = { p2pmesh: 'p2pmesh', 'node-ws-relay': 'p2pmesh', peerjs: 'peerjs', 'p2pmesh-peerjs': 'peerjs' };
 
 const R = {};
 for (const s of order) {
-  const r = {
-    tp: load(`${s}.throughput.json`),
-    lat: load(`${s}.latency.json`),
-    idle: load(`${s}.idle.json`),
-    bare: load(`${s}.idle-bare.json`),
-  };
-  if (r.tp || r.lat || r.idle) R[s] = r;
+  const r = { tp: {}, tpBest: {}, lat: rounds(dir, `${s}.lat`) };
+  for (const w of windows) {
+    r.tp[w] = rounds(dir, `${s}.tp-w${w}`);
+    r.tpBest[w] = bestTp(r.tp[w]);
+  }
+  r.latBest = bestLat(r.lat);
+  r.idle = loadFile(path.join(dir, `${s}.idle.json`));
+  r.bare = loadFile(path.join(dir, `${s}.idle-bare.json`));
+  if (r.lat.length || r.idle || windows.some((w) => r.tp[w].length)) R[s] = r;
 }
+const present = order.filter((s) => R[s]);
 
-const f0 = (v) => (v === undefined || v === null || v < 0 ? 'n/a' : Math.round(v).toLocaleString('en-US'));
-const f1 = (v) => (v === undefined || v === null || v < 0 ? 'n/a' : v.toFixed(1));
-const pct = (v) => (v === undefined || v === null || v < 0 ? 'n/a' : `${Math.round(v * 100)} %`);
-const kb = (v) => (v === undefined || v === null || v < 0 ? 'n/a' : `${(v / 1024).toFixed(2)} KiB`);
-const ratio = (a, b) => (a > 0 && b > 0 ? a / b : null);
-const fr = (v, d = 2) => (v === null ? 'n/a' : `${v.toFixed(d)}x`);
+const num = (v) => typeof v === 'number' && v >= 0;
+const f0 = (v) => (num(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
+const f1 = (v) => (num(v) ? v.toFixed(1) : 'n/a');
+const pct = (v) => (num(v) ? `${Math.round(v * 100)} %` : 'n/a');
+const kib = (v) => (num(v) ? `${(v / 1024).toFixed(2)} KiB` : 'n/a');
+const ratio = (a, b) => (num(a) && num(b) && a > 0 && b > 0 ? a / b : null);
+const fr = (v) => (v === null ? 'n/a' : `${v.toFixed(2)}x`);
+const verdict = (v, good) => (v === null ? '' : good ? ' (met)' : ' (**missed**)');
 
 const out = [];
-out.push(`## Results (${env.stamp || path.basename(dir)})`);
+out.push(`### Run ${env.stamp || path.basename(dir)}`);
 out.push('');
 out.push(
-  `Machine: ${env.cpus || '?'} x ${env.cpu || '?'}, kernel ${env.kernel || '?'}; ` +
-    `node ${env.node || '?'}, ws ${env.ws || '?'}, peer ${env.peer || '?'}, libevent ${env.libevent || '?'}; ` +
-    `p2pmesh ${env.p2pmesh || '?'} (git ${env.git || '?'}). ` +
-    `Machine busy before/after the run (other work): ${env.busy_before_pct ?? '?'} % / ${envAfter.busy_after_pct ?? '?'} %.`,
+  `Machine: ${env.cpus || '?'} x ${env.cpu || '?'}, kernel ${env.kernel || '?'}; node ${env.node || '?'}, ` +
+    `ws ${env.ws || '?'}, peer ${env.peer || '?'}, libevent ${env.libevent || '?'}; ${env.p2pmesh || 'p2pmesh ?'} ` +
+    `(git ${env.git || '?'}). Servers on CPU ${env.server_cpu}, pm-loadgen on CPU ${env.client_cpu}. ` +
+    `Machine busy with other work before/after: ${env.busy_before_pct ?? '?'} % / ${envAfter.busy_after_pct ?? '?'} %.`,
 );
 out.push('');
 out.push(
-  `(a) closed loop, ${env.pairs} pairs, window ${env.window}, ${env.duration} s after ${env.warmup} s warm-up, ` +
-    `${env.size} B padding; (b) open loop at ${latRate.lat_rate ?? '?'} msgs/s for every server ` +
-    `(${Math.round((latRate.lat_fraction || 0) * 100)} % of the weakest capacity in (a)); ` +
-    `(c) ${env.idle_conns} idle connections held ${env.settle} s.`,
+  `(a) closed loop, ${env.pairs} relay pairs, ${env.duration} s measured after ${env.warmup} s warm-up, ` +
+    `${env.size} B padding, windows ${windows.join(' and ')}, best of ${env.rounds} rounds. ` +
+    `(b) open loop at ${f0(latRate.lat_rate)} msgs/s for every server (${Math.round((latRate.lat_fraction || 0) * 100)} % ` +
+    `of the weakest capacity in (a))${latRate.spin ? ', load generator busy-polling' : ''}, best of ${env.rounds} rounds by p99. ` +
+    `(c) ${env.idle_conns} idle connections held ${env.settle} s` +
+    `${env.room_size ? `, p2pmesh-dialect peers joined in rooms of ${env.room_size}` : ''}.`,
 );
 out.push('');
-out.push(
-  '| server | dialect | (a) msgs/s | (a) server CPU | (a) client CPU | (a) msgs per server CPU-s ' +
-    '| (b) p50 µs | (b) p90 µs | (b) p99 µs | (b) p99.9 µs | (b) lost | (c) RSS/conn joined | (c) RSS/conn upgraded only |',
-);
-out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-for (const s of order) {
-  const r = R[s];
-  if (!r) continue;
-  const tp = r.tp || {};
-  const lat = r.lat || {};
-  const l = lat.latency_us || {};
+
+// (a)
+out.push('**(a) Throughput** (closed loop; relayed messages per second of server CPU is the comparable figure)');
+out.push('');
+out.push('| server | dialect | window | msgs/s | server CPU | load generator CPU | other work, CPU-s | msgs per server CPU-s | all rounds |');
+out.push('|---|---|---:|---:|---:|---:|---:|---:|---|');
+for (const s of present) {
+  for (const w of windows) {
+    const b = R[s].tpBest[w];
+    if (!b) continue;
+    out.push(
+      `| ${label[s]} | ${dialect[s]} | ${w} | ${f0(b.msgs_per_s)} | ${pct(b.server_cpu_util)} | ${pct(b.client_cpu_util)} ` +
+        `| ${f1(b.other_cpu_s)} | **${f0(b.msgs_per_server_cpu_s)}**${dag(b)} ` +
+        `| ${R[s].tp[w].map((r) => f0(r.msgs_per_server_cpu_s) + dag(r)).join(', ')} |`,
+    );
+  }
+}
+out.push('');
+
+// (b)
+out.push(`**(b) Latency at equal load** (${f0(latRate.lat_rate)} msgs/s, from the intended send time, µs)`);
+out.push('');
+out.push('| server | dialect | p50 | p90 | p99 | p99.9 | max | lost | server CPU | client send lag p99 | p99 all rounds |');
+out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+for (const s of present) {
+  const b = R[s].latBest;
+  if (!b) continue;
+  const l = b.latency_us;
   out.push(
-    `| ${label[s]} | ${dialect[s]} | ${f0(tp.msgs_per_s)} | ${pct(tp.server_cpu_util)} | ${pct(tp.client_cpu_util)} ` +
-      `| ${f0(tp.msgs_per_server_cpu_s)} | ${f1(l.p50)} | ${f1(l.p90)} | ${f1(l.p99)} | ${f1(l.p999)} ` +
-      `| ${r.lat ? lat.lost : 'n/a'} | ${r.idle ? kb(r.idle.rss_per_conn_bytes) : 'n/a'} ` +
-      `| ${r.bare ? kb(r.bare.rss_per_conn_bytes) : 'n/a'} |`,
+    `| ${label[s]} | ${dialect[s]} | ${f1(l.p50)} | ${f1(l.p90)} | **${f1(l.p99)}** | ${f1(l.p999)} | ${f1(l.max)} | ${b.lost} ` +
+      `| ${pct(b.server_cpu_util)} | ${f1(b.send_lag_us.p99)} | ${R[s].lat.map((r) => f1(r.latency_us.p99) + dag(r)).join(', ')} |`,
   );
 }
 out.push('');
 
-// ratios against the targets
-const pairs = [
+// (c)
+out.push('**(c) Memory** (server RSS growth per idle connection, after settling)');
+out.push('');
+out.push('| server | dialect | open | RSS before | RSS after | per connection, joined | per connection, upgraded only |');
+out.push('|---|---|---:|---:|---:|---:|---:|');
+for (const s of present) {
+  const i = R[s].idle;
+  if (!i) continue;
+  out.push(
+    `| ${label[s]} | ${dialect[s]} | ${i.open}/${i.conns} | ${f0(i.server_rss_kb_before / 1024)} MiB | ${f0(i.server_rss_kb_after / 1024)} MiB ` +
+      `| **${kib(i.rss_per_conn_bytes)}** | ${R[s].bare ? kib(R[s].bare.rss_per_conn_bytes) : 'n/a'} |`,
+  );
+}
+out.push('');
+
+// joins into one room (optional phase)
+const joinRows = [];
+for (const s of present) {
+  const j = loadFile(path.join(dir, `${s}.joins.json`));
+  if (!j) continue;
+  joinRows.push(
+    `| ${label[s]} | ${j.open}/${j.conns} | ${f1(j.setup_s)} s | ${f1(j.server_cpu_s)} s ` +
+      `| ${num(j.server_cpu_s) && j.open ? f0((j.server_cpu_s * 1e6) / j.open) : 'n/a'} µs | ${j.join_unacked} |`,
+  );
+}
+if (joinRows.length) {
+  out.push('**Joins into one room** (connect storm: every peer joins the same realm)');
+  out.push('');
+  out.push('| server | joined | time | server CPU | server CPU per join | joins without bootstrap_peers in 3 s |');
+  out.push('|---|---:|---:|---:|---:|---:|');
+  out.push(...joinRows, '');
+}
+
+// ratios
+const cmp = [
   ['p2pmesh', 'node-ws-relay'],
   ['p2pmesh', 'peerjs'],
   ['p2pmesh-peerjs', 'peerjs'],
 ];
 const rows = [];
-for (const [a, b] of pairs) {
+for (const [a, b] of cmp) {
   if (!R[a] || !R[b]) continue;
   const A = R[a];
   const B = R[b];
-  const cpu = ratio(A.tp && A.tp.msgs_per_server_cpu_s, B.tp && B.tp.msgs_per_server_cpu_s);
-  const p99 = ratio(A.lat && A.lat.latency_us.p99, B.lat && B.lat.latency_us.p99);
-  const p50 = ratio(A.lat && A.lat.latency_us.p50, B.lat && B.lat.latency_us.p50);
-  const rssA = A.idle ? A.idle.rss_per_conn_bytes : null;
-  const rssB = B.idle ? B.idle.rss_per_conn_bytes : null;
-  const rssR = ratio(rssA, rssB);
-  const ok = (v, good) => (v === null ? '' : good ? ' (met)' : ' (MISSED)');
+  const cells = [];
+  windows.forEach((w, i) => {
+    const v = ratio(A.tpBest[w] && A.tpBest[w].msgs_per_server_cpu_s, B.tpBest[w] && B.tpBest[w].msgs_per_server_cpu_s);
+    cells.push(`${fr(v)}${i === 0 ? verdict(v, v >= TARGET_CPU) : ''}`);
+  });
+  const p99 = ratio(A.latBest && A.latBest.latency_us.p99, B.latBest && B.latBest.latency_us.p99);
+  const p50 = ratio(A.latBest && A.latBest.latency_us.p50, B.latBest && B.latBest.latency_us.p50);
+  const rA = A.idle && A.idle.rss_per_conn_bytes;
+  const rB = B.idle && B.idle.rss_per_conn_bytes;
   rows.push(
-    `| ${label[a]} vs ${label[b]} | ${fr(cpu)}${ok(cpu, cpu >= TARGET_CPU)} | ${fr(p99)}${ok(p99, p99 <= TARGET_P99)} ` +
-      `| ${fr(p50)} | ${fr(rssR)} | ${rssA !== null && rssA !== undefined ? kb(rssA) : 'n/a'}` +
-      `${rssA !== null && rssA !== undefined ? ok(rssA, rssA <= TARGET_RSS) : ''} |`,
+    `| ${label[a]} vs ${label[b]} | ${cells.join(' | ')} | ${fr(p99)}${verdict(p99, p99 <= TARGET_P99)} | ${fr(p50)} ` +
+      `| ${fr(ratio(rA, rB))} | ${kib(rA)}${num(rA) ? verdict(rA, rA <= TARGET_RSS) : ''} |`,
   );
 }
 if (rows.length) {
   out.push(
-    `Ratios (targets: msgs per CPU-s >= ${TARGET_CPU}x, p99 <= ${TARGET_P99}x at equal load, ` +
-      `<= ${TARGET_RSS / 1024} KiB RSS per idle connection at ${env.idle_conns}):`,
+    `**Ratios** (targets: msgs per server CPU-s >= ${TARGET_CPU}x (headline window ${windows[0]}), ` +
+      `p99 <= ${TARGET_P99}x at equal load, <= ${TARGET_RSS / 1024} KiB RSS per idle connection at ${env.idle_conns})`,
   );
   out.push('');
-  out.push('| comparison | msgs per server CPU-s | p99 latency | p50 latency | RSS per idle conn | p2pmesh RSS per idle conn |');
-  out.push('|---|---:|---:|---:|---:|---:|');
+  out.push(
+    `| comparison | ${windows.map((w) => `msgs per CPU-s, window ${w}`).join(' | ')} | p99 | p50 | RSS per idle conn | p2pmesh RSS per idle conn |`,
+  );
+  out.push(`|---|${windows.map(() => '---:').join('|')}|---:|---:|---:|---:|`);
   out.push(...rows);
   out.push('');
 }
 
-// bottleneck notes
-out.push('Bottleneck check for the throughput runs (a):');
+// bottleneck
+out.push('† other processes used more than 10 % of a core during that run (it is kept only when every round was disturbed).');
 out.push('');
-for (const s of order) {
-  const tp = R[s] && R[s].tp;
-  if (!tp) continue;
-  const su = tp.server_cpu_util;
-  const cu = tp.client_cpu_util;
-  let verdict;
-  if (su >= 0.9 && cu < 0.9) verdict = 'server-bound (the server core was saturated, the load generator was not)';
-  else if (cu >= 0.9 && su < 0.9) verdict = 'CLIENT-BOUND: the load generator saturated its core first; msgs/s understates the server';
-  else if (su >= 0.9 && cu >= 0.9) verdict = 'both cores saturated';
-  else verdict = 'neither core saturated (latency-bound closed loop or CPU taken by other work)';
-  out.push(
-    `- ${label[s]}: server ${pct(su)}, load generator ${pct(cu)}, other processes ${f1(tp.other_cpu_s)} CPU-s ` +
-      `over ${f1(tp.duration_s)} s: ${verdict}.`,
-  );
+out.push('**Bottleneck check** (best round of each throughput run):');
+out.push('');
+for (const s of present) {
+  for (const w of windows) {
+    const t = R[s].tpBest[w];
+    if (!t) continue;
+    const su = t.server_cpu_util;
+    const cu = t.client_cpu_util;
+    let v;
+    if (su >= 0.9 && cu < 0.9) v = 'server-bound';
+    else if (cu >= 0.9 && su < 0.9) v = '**load generator-bound**: msgs/s understates the server';
+    else if (su >= 0.9 && cu >= 0.9) v = 'both cores saturated';
+    else v = 'neither core saturated';
+    out.push(`- ${label[s]}, window ${w}: server ${pct(su)}, load generator ${pct(cu)}, other work ${f1(t.other_cpu_s)} CPU-s: ${v}.`);
+  }
 }
 out.push('');
 
-// problems seen
+// problems
 const probs = [];
-for (const s of order) {
-  if (!R[s]) continue;
-  for (const [ph, r] of Object.entries(R[s])) {
-    if (!r) continue;
-    const bad = [];
-    for (const k of ['lost', 'send_dropped', 'seq_gaps', 'seq_old', 'bad_from', 'bad_payload', 'server_errors',
-      'server_closes', 'unexpected_eof', 'proto_errors', 'masked_frames', 'failed', 'join_unacked']) {
-      if (r[k]) bad.push(`${k} ${r[k]}`);
-    }
-    if (r.ok === false) bad.push('run not ok');
-    if (bad.length) probs.push(`- ${label[s]} ${ph}: ${bad.join(', ')}`);
-  }
+const keys = ['lost', 'send_dropped', 'seq_gaps', 'seq_old', 'bad_from', 'bad_payload', 'server_errors', 'server_closes',
+  'unexpected_eof', 'proto_errors', 'masked_frames', 'failed', 'join_unacked'];
+function check(s, what, r) {
+  if (!r) return;
+  const bad = keys.filter((k) => r[k]).map((k) => `${k} ${r[k]}`);
+  if (r.ok === false) bad.push('run incomplete');
+  if (bad.length) probs.push(`- ${label[s]} ${what}: ${bad.join(', ')}`);
 }
-out.push(probs.length ? 'Problems seen:' : 'Problems seen: none (no loss, no errors, no unexpected closes).');
+for (const s of present) {
+  for (const w of windows) R[s].tp[w].forEach((r) => check(s, `throughput w${w} r${r.round}`, r));
+  R[s].lat.forEach((r) => check(s, `latency r${r.round}`, r));
+  check(s, 'idle', R[s].idle);
+  check(s, 'idle (upgraded only)', R[s].bare);
+}
+out.push(probs.length ? '**Problems seen:**' : '**Problems seen:** none (no loss, no server errors, no unexpected closes).');
 if (probs.length) out.push('', ...probs);
 out.push('');
 process.stdout.write(out.join('\n') + '\n');

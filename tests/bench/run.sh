@@ -17,38 +17,51 @@
 # summary is printed and saved there as summary.md.
 #
 # Environment (defaults in brackets):
-#   P2PMESH_BIN [<repo>/p2pmesh]   SERVERS ["p2pmesh node-ws-relay peerjs p2pmesh-peerjs"]
-#   PAIRS [100] DURATION [10] WARMUP [3] SIZE [200] WINDOW [1]
-#   LAT_FRACTION [0.5] LAT_RATE [from (a)] IDLE_CONNS [10000] SETTLE [10]
+#   PM_BIN [<repo>/p2pmesh]   SERVERS ["p2pmesh node-ws-relay peerjs"; add
+#   p2pmesh-peerjs once the PeerJS dialect exists]
+#   PAIRS [100] DURATION [10] WARMUP [3] SIZE [200]
+#   WINDOWS ["1 4": closed-loop messages in flight per pair; the first is
+#            the headline, 4 models bursts such as trickled ICE candidates]
+#   ROUNDS [2: (a) and (b) are repeated, servers interleaved; best kept]
+#   LAT_FRACTION [0.5] LAT_RATE [from (a)] LAT_SPIN [1: client busy-polls]
+#   IDLE_CONNS [10000] SETTLE [10]
 #   IDLE_BARE [1: also idle without join for p2pmesh-dialect servers]
+#   ROOM_SIZE [100: idle p2pmesh-dialect peers join rooms of this size]
 #   SERVER_CPU [0] CLIENT_CPU [1] BASE_PORT [18600]
 #   QUIET_MAX [15: % busy tolerated before starting] QUIET_WAIT [300 s]
+#   QUIET_EACH [60 s: the same wait, at most this long, before every measurement]
 #   PERF [auto: perf record of p2pmesh under closed-loop load if perf works]
-#   PHASES ["throughput latency idle"]
+#   PHASES ["throughput latency idle joins"; joins: JOIN_CONNS [10000]
+#           peers joining one room]
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-P2PMESH_BIN=${P2PMESH_BIN:-$repo/p2pmesh}
-SERVERS=${SERVERS:-"p2pmesh node-ws-relay peerjs p2pmesh-peerjs"}
+PM_BIN=${PM_BIN:-$repo/p2pmesh}
+SERVERS=${SERVERS:-"p2pmesh node-ws-relay peerjs"}
 PAIRS=${PAIRS:-100}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 SIZE=${SIZE:-200}
-WINDOW=${WINDOW:-1}
+WINDOWS=${WINDOWS:-"1 4"}
+ROUNDS=${ROUNDS:-2}
+LAT_SPIN=${LAT_SPIN:-1}
 LAT_FRACTION=${LAT_FRACTION:-0.5}
 LAT_RATE=${LAT_RATE:-}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 SETTLE=${SETTLE:-10}
 IDLE_BARE=${IDLE_BARE:-1}
+ROOM_SIZE=${ROOM_SIZE:-100}
+JOIN_CONNS=${JOIN_CONNS:-10000}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BASE_PORT=${BASE_PORT:-18600}
 QUIET_MAX=${QUIET_MAX:-15}
 QUIET_WAIT=${QUIET_WAIT:-300}
+QUIET_EACH=${QUIET_EACH:-60}
 PERF=${PERF:-auto}
-PHASES=${PHASES:-"throughput latency idle"}
+PHASES=${PHASES:-"throughput latency idle joins"}
 NODE=${NODE:-node}
 
 loadgen=$here/pm-loadgen
@@ -93,17 +106,17 @@ machine_busy_pct() {
     fi
 }
 
-wait_quiet() {
-    local waited=0 busy
+wait_quiet() { # [max seconds to wait]
+    local waited=0 busy limit=${1:-$QUIET_WAIT}
     busy=$(machine_busy_pct)
-    while [ "$busy" -gt "$QUIET_MAX" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+    while [ "$busy" -gt "$QUIET_MAX" ] && [ "$waited" -lt "$limit" ]; do
         log "machine ${busy}% busy with other work; waiting for it to calm down"
         sleep 8
         waited=$((waited + 10))
         busy=$(machine_busy_pct)
     done
     if [ "$busy" -gt "$QUIET_MAX" ]; then
-        log "warning: still ${busy}% busy after ${QUIET_WAIT}s; results will be noisy"
+        log "warning: still ${busy}% busy after ${limit}s; results will be noisy"
     fi
     echo "$busy"
 }
@@ -141,7 +154,7 @@ start_server() {
     local logf=$out/$name.server.log
     case $name in
     p2pmesh | p2pmesh-peerjs)
-        taskset -c "$SERVER_CPU" "$P2PMESH_BIN" --role=signaling \
+        taskset -c "$SERVER_CPU" "$PM_BIN" --role=signaling \
             --addr=127.0.0.1 --port="$port" --log.level=warn \
             --limits.per_ip_connections=0 --limits.per_ip_rate=0/1s \
             --limits.per_conn_rate=0/1s --limits.max_connections=20000 \
@@ -200,6 +213,7 @@ trap 'stop_server; exit 130' INT TERM
 run_loadgen() {
     local dest=$1
     shift
+    [ "${NO_GATE:-0}" = 1 ] || wait_quiet "$QUIET_EACH" >/dev/null
     if taskset -c "$CLIENT_CPU" "$loadgen" --json "$@" >"$dest" 2>"$dest.err"; then
         return 0
     fi
@@ -221,8 +235,8 @@ servers=""
 for s in $SERVERS; do
     case $s in
     p2pmesh | p2pmesh-peerjs)
-        if [ ! -x "$P2PMESH_BIN" ]; then
-            log "skipping $s: $P2PMESH_BIN not found (build it or set P2PMESH_BIN)"
+        if [ ! -x "$PM_BIN" ]; then
+            log "skipping $s: $PM_BIN not found (build it or set PM_BIN)"
             continue
         fi
         ;;
@@ -230,6 +244,15 @@ for s in $SERVERS; do
     servers="$servers $s"
 done
 [ -n "$servers" ] || die "no server to benchmark"
+
+# Freeze the p2pmesh binary for this run (a rebuild during the run must not
+# mix versions); the copy also lets perf resolve its symbols afterwards.
+p2pmesh_sum=none
+if [ -x "$PM_BIN" ]; then
+    cp "$PM_BIN" "$out/p2pmesh"
+    PM_BIN=$out/p2pmesh
+    p2pmesh_sum=$(sha256sum "$PM_BIN" | cut -c1-16)
+fi
 
 perf_ok=0
 if [ "$PERF" != 0 ] && command -v perf >/dev/null &&
@@ -278,68 +301,81 @@ busy=$(wait_quiet)
         "$("$NODE" -p 'require(process.argv[1]+"/tests/node_modules/ws/package.json").version' "$repo")" \
         "$("$NODE" -p 'require(process.argv[1]+"/tests/node_modules/peer/package.json").version' "$repo")" \
         "$(pkg-config --modversion libevent)"
+    printf '"p2pmesh_sha256":"%s",' "$p2pmesh_sum"
     printf '"p2pmesh":"%s","git":"%s","busy_before_pct":%s,' \
-        "$( ([ -x "$P2PMESH_BIN" ] && "$P2PMESH_BIN" --version 2>&1 | head -n1) || echo none)" \
-        "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo none)" "$busy"
-    printf '"pairs":%s,"duration":%s,"warmup":%s,"size":%s,"window":%s,' \
-        "$PAIRS" "$DURATION" "$WARMUP" "$SIZE" "$WINDOW"
-    printf '"idle_conns":%s,"settle":%s,"server_cpu":%s,"client_cpu":%s}\n' \
-        "$IDLE_CONNS" "$SETTLE" "$SERVER_CPU" "$CLIENT_CPU"
+        "$( ([ -x "$PM_BIN" ] && "$PM_BIN" --version 2>&1 | head -n1) || echo none)" \
+        "$(git -C "$repo" describe --always --dirty 2>/dev/null || echo none)" "$busy"
+    printf '"pairs":%s,"duration":%s,"warmup":%s,"size":%s,"windows":"%s","rounds":%s,' \
+        "$PAIRS" "$DURATION" "$WARMUP" "$SIZE" "$WINDOWS" "$ROUNDS"
+    printf '"idle_conns":%s,"settle":%s,"room_size":%s,"server_cpu":%s,"client_cpu":%s}\n' \
+        "$IDLE_CONNS" "$SETTLE" "$ROOM_SIZE" "$SERVER_CPU" "$CLIENT_CPU"
 } >"$out/env.json"
 
 common=(--host 127.0.0.1 --pairs "$PAIRS" --duration "$DURATION"
     --warmup "$WARMUP" --size "$SIZE")
 
 # ---------------------------------------------------------------- (a)
+# Each round visits every server in turn, so interference from other work
+# on the machine spreads over all of them; report.js keeps the best round.
+primary_window=${WINDOWS%% *}
 if [[ " $PHASES " == *" throughput "* ]]; then
-    for s in $servers; do
-        log "(a) throughput: $s"
-        start_server "$s" || continue
-        run_loadgen "$out/$s.throughput.json" "${common[@]}" \
-            --port "$(port_of "$s")" --dialect "$(dialect_of "$s")" \
-            --rate 0 --window "$WINDOW" --pid "$server_pid" || true
-        if [ "$s" = p2pmesh ] && [ "$perf_ok" = 1 ]; then
-            log "(a) perf profile of p2pmesh under the same load"
-            perf record -e cpu-clock -F 1999 -g -p "$server_pid" \
-                -o "$out/p2pmesh.perf.data" -- sleep "$((DURATION - 2))" \
-                >/dev/null 2>"$out/p2pmesh.perf.err" &
-            perf_pid=$!
-            run_loadgen "$out/p2pmesh.perf-run.json" "${common[@]}" \
-                --port "$(port_of "$s")" --dialect p2pmesh --rate 0 \
-                --window "$WINDOW" --pid "$server_pid" || true
-            wait "$perf_pid" || true
-            perf report -i "$out/p2pmesh.perf.data" --stdio --no-children \
-                --sort symbol -g none --percent-limit 0.7 \
-                >"$out/p2pmesh.perf.txt" 2>/dev/null || true
-        fi
-        stop_server
+    for r in $(seq 1 "$ROUNDS"); do
+        for s in $servers; do
+            start_server "$s" || continue
+            for w in $WINDOWS; do
+                log "(a) throughput, round $r, window $w: $s"
+                run_loadgen "$out/$s.tp-w$w.r$r.json" "${common[@]}" \
+                    --port "$(port_of "$s")" --dialect "$(dialect_of "$s")" \
+                    --rate 0 --window "$w" --pid "$server_pid" || true
+            done
+            if [ "$s" = p2pmesh ] && [ "$r" = 1 ] && [ "$perf_ok" = 1 ]; then
+                log "(a) perf profile of p2pmesh, window $primary_window"
+                wait_quiet "$QUIET_EACH" >/dev/null
+                perf record -e cpu-clock -F 1999 -g -p "$server_pid" \
+                    -o "$out/p2pmesh.perf.data" -- sleep "$DURATION" \
+                    >/dev/null 2>"$out/p2pmesh.perf.err" &
+                perf_pid=$!
+                NO_GATE=1 run_loadgen "$out/p2pmesh.perf-run.json" "${common[@]}" \
+                    --port "$(port_of "$s")" --dialect p2pmesh --rate 0 \
+                    --window "$primary_window" --pid "$server_pid" || true
+                wait "$perf_pid" || true
+                perf report -i "$out/p2pmesh.perf.data" --stdio --no-children \
+                    --sort dso,symbol -g none --percent-limit 0.5 \
+                    >"$out/p2pmesh.perf.txt" 2>/dev/null || true
+                perf report -i "$out/p2pmesh.perf.data" --stdio --children \
+                    --sort symbol -g none --percent-limit 2 \
+                    >"$out/p2pmesh.perf-children.txt" 2>/dev/null || true
+            fi
+            stop_server
+        done
     done
 fi
 
 # ---------------------------------------------------------------- (b)
 if [[ " $PHASES " == *" latency "* ]]; then
     if [ -z "$LAT_RATE" ]; then
-        # capacity of one server core = relayed msgs per server CPU-second
-        cap=""
-        for s in $servers; do
-            f=$out/$s.throughput.json
-            [ -s "$f" ] || continue
-            v=$(json_num "$f" msgs_per_server_cpu_s)
-            [ -n "$v" ] || continue
-            cap=$("$NODE" -e 'const a=process.argv[1],b=Number(process.argv[2]);process.stdout.write(String(a===""?b:Math.min(Number(a),b)))' "$cap" "$v")
-        done
+        # a server's capacity = relayed msgs per server CPU-second (one core
+        # fully busy), best round; the latency rate is a fraction of the
+        # weakest server's capacity
+        read -r -a server_list <<<"$servers"
+        cap=$("$NODE" "$here/report.js" --capacity "$out" "$primary_window" \
+            "${server_list[@]}")
         [ -n "$cap" ] || die "no throughput result to derive the latency rate from (set LAT_RATE)"
         LAT_RATE=$("$NODE" -e 'process.stdout.write(String(Math.max(100,Math.round(Number(process.argv[1])*Number(process.argv[2])/100)*100)))' "$cap" "$LAT_FRACTION")
         log "(b) weakest capacity ${cap} msgs/CPU-s -> latency rate ${LAT_RATE} msgs/s"
     fi
-    echo "{\"lat_rate\":$LAT_RATE,\"lat_fraction\":$LAT_FRACTION}" >"$out/latency-rate.json"
-    for s in $servers; do
-        log "(b) latency at $LAT_RATE msgs/s: $s"
-        start_server "$s" || continue
-        run_loadgen "$out/$s.latency.json" "${common[@]}" \
-            --port "$(port_of "$s")" --dialect "$(dialect_of "$s")" \
-            --rate "$LAT_RATE" --pid "$server_pid" || true
-        stop_server
+    echo "{\"lat_rate\":$LAT_RATE,\"lat_fraction\":$LAT_FRACTION,\"spin\":$LAT_SPIN}" >"$out/latency-rate.json"
+    spin=()
+    [ "$LAT_SPIN" = 1 ] && spin=(--spin)
+    for r in $(seq 1 "$ROUNDS"); do
+        for s in $servers; do
+            log "(b) latency at $LAT_RATE msgs/s, round $r: $s"
+            start_server "$s" || continue
+            run_loadgen "$out/$s.lat.r$r.json" "${common[@]}" \
+                --port "$(port_of "$s")" --dialect "$(dialect_of "$s")" \
+                --rate "$LAT_RATE" --pid "$server_pid" "${spin[@]}" || true
+            stop_server
+        done
     done
 fi
 
@@ -349,7 +385,7 @@ if [[ " $PHASES " == *" idle "* ]]; then
         log "(c) $IDLE_CONNS idle connections: $s"
         start_server "$s" || continue
         sleep 2
-        run_loadgen "$out/$s.idle.json" --host 127.0.0.1 \
+        run_loadgen "$out/$s.idle.json" --host 127.0.0.1 --room-size "$ROOM_SIZE" \
             --port "$(port_of "$s")" --dialect "$(dialect_of "$s")" \
             --idle "$IDLE_CONNS" --settle "$SETTLE" --pid "$server_pid" || true
         stop_server
@@ -362,6 +398,23 @@ if [[ " $PHASES " == *" idle "* ]]; then
                 --idle "$IDLE_CONNS" --settle "$SETTLE" --pid "$server_pid" || true
             stop_server
         fi
+    done
+fi
+
+# ---------------------------------------------------------------- joins
+# Optional (PHASES="... joins"): JOIN_CONNS peers joining ONE room, the
+# connect-storm cost of bootstrap lists and announcements in a big realm.
+if [[ " $PHASES " == *" joins "* ]]; then
+    for s in $servers; do
+        [ "$(dialect_of "$s")" = p2pmesh ] || continue
+        log "(joins) $JOIN_CONNS peers joining one room: $s"
+        start_server "$s" || continue
+        sleep 1
+        run_loadgen "$out/$s.joins.json" --host 127.0.0.1 \
+            --port "$(port_of "$s")" --dialect p2pmesh --room-size 0 \
+            --idle "$JOIN_CONNS" --settle 1 --setup-timeout 120 \
+            --pid "$server_pid" || true
+        stop_server
     done
 fi
 

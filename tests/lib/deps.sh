@@ -51,8 +51,10 @@ fi
 
 if [ "$what" != build ]; then
     cd "$here/tests"
-    if [ ! -d node_modules ] || [ package.json -nt node_modules ]; then
-        npm install --no-audit --no-fund --loglevel=error
+    # Install exactly the locked versions when missing or out of date.
+    if [ ! -d node_modules ] ||
+        [ -n "$(find package.json package-lock.json -newer node_modules)" ]; then
+        npm ci --no-audit --no-fund --loglevel=error
         touch node_modules
     fi
 fi
