@@ -50,6 +50,12 @@ if [ -n "$(echo "$missing" | tr -d ' ')" ]; then
 fi
 
 if [ "$what" != build ]; then
+    # playwright-core (the Chromium driver of the e2e test) needs Node 20.
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 20 ]; then
+        echo "deps.sh: Node.js $major found; the tests need Node.js 20 or newer" >&2
+        exit 1
+    fi
     cd "$here/tests"
     # Install exactly the locked versions when missing or out of date.
     if [ ! -d node_modules ] ||
