@@ -396,12 +396,18 @@ load_flags(struct pm_config *cfg, int argc, char **argv, char *err,
     return PM_OK;
 }
 
-int
-pm_parse_duration(const char *s, uint64_t *ms)
+/* A number followed by one of the suffixes (case-insensitive). */
+struct unit {
+    const char *suffix;
+    uint64_t mult;
+};
+
+static int
+parse_scaled(const char *s, const struct unit *units, uint64_t limit,
+             uint64_t *out)
 {
     char *end;
     unsigned long long v;
-    uint64_t mult;
 
     if (s == NULL || !isdigit((unsigned char)*s))
         return PM_EINVAL;
@@ -409,59 +415,36 @@ pm_parse_duration(const char *s, uint64_t *ms)
     v = strtoull(s, &end, 10);
     if (errno != 0)
         return PM_EINVAL;
-    if (strcmp(end, "ms") == 0)
-        mult = 1;
-    else if (*end == '\0' || strcmp(end, "s") == 0)
-        mult = 1000;
-    else if (strcmp(end, "m") == 0)
-        mult = 60000;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600000;
-    else
-        return PM_EINVAL;
-    if (v > UINT64_MAX / mult / 1000) /* keep room for ns conversions */
-        return PM_EINVAL;
-    *ms = v * mult;
-    return PM_OK;
+    for (; units->suffix != NULL; units++) {
+        if (strcasecmp(end, units->suffix) != 0)
+            continue;
+        if (v > limit / units->mult)
+            return PM_EINVAL;
+        *out = v * units->mult;
+        return PM_OK;
+    }
+    return PM_EINVAL;
+}
+
+int
+pm_parse_duration(const char *s, uint64_t *ms)
+{
+    static const struct unit units[] = {{"ms", 1},      {"", 1000},
+                                        {"s", 1000},    {"m", 60000},
+                                        {"h", 3600000}, {NULL, 0}};
+
+    /* Leave room for conversions to nanoseconds. */
+    return parse_scaled(s, units, UINT64_MAX / 1000000, ms);
 }
 
 int
 pm_parse_size(const char *s, uint64_t *bytes)
 {
-    char *end;
-    unsigned long long v;
-    uint64_t mult = 1;
+    static const struct unit units[] = {
+        {"", 1},         {"k", 1 << 10}, {"kb", 1 << 10}, {"m", 1 << 20},
+        {"mb", 1 << 20}, {"g", 1 << 30}, {"gb", 1 << 30}, {NULL, 0}};
 
-    if (s == NULL || !isdigit((unsigned char)*s))
-        return PM_EINVAL;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0)
-        return PM_EINVAL;
-    if (*end != '\0') {
-        switch (tolower((unsigned char)*end)) {
-        case 'k':
-            mult = 1ull << 10;
-            break;
-        case 'm':
-            mult = 1ull << 20;
-            break;
-        case 'g':
-            mult = 1ull << 30;
-            break;
-        default:
-            return PM_EINVAL;
-        }
-        end++;
-        if (tolower((unsigned char)*end) == 'b')
-            end++;
-        if (*end != '\0')
-            return PM_EINVAL;
-    }
-    if (v > UINT64_MAX / mult)
-        return PM_EINVAL;
-    *bytes = v * mult;
-    return PM_OK;
+    return parse_scaled(s, units, UINT64_MAX, bytes);
 }
 
 int
