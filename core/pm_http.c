@@ -298,8 +298,8 @@ hexval(int c)
 
 /* Locate the raw value of query parameter name; false if absent. */
 static bool
-find_param(const struct pm_http_request *req, const char *name,
-           const char **v, const char **vend)
+find_param(const struct pm_http_request *req, const char *name, const char **v,
+           const char **vend)
 {
     const char *p = req->query, *end = req->query + req->query_len;
     size_t nlen = strlen(name);

@@ -61,18 +61,24 @@
 #endif
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define MAX_FRAME (16u << 20)     /* refuse server frames above 16 MiB */
-#define MAX_OUTQ (8u << 20)       /* per-connection send queue cap */
-#define MAX_HTTP_HEAD 16384       /* 101 response head limit */
-#define SCRATCH_MIN (256u << 10)  /* shared read buffer */
-#define MAX_ERR_PRINT 8           /* server error messages echoed */
+#define MAX_FRAME (16u << 20)    /* refuse server frames above 16 MiB */
+#define MAX_OUTQ (8u << 20)      /* per-connection send queue cap */
+#define MAX_HTTP_HEAD 16384      /* 101 response head limit */
+#define SCRATCH_MIN (256u << 10) /* shared read buffer */
+#define MAX_ERR_PRINT 8          /* server error messages echoed */
 
 /* ------------------------------------------------------------------ */
 /* options and global state                                            */
 
 enum dialect { D_P2PMESH, D_PEERJS };
-enum cstate { CS_FREE, CS_CONNECTING, CS_HANDSHAKE, CS_JOINING, CS_READY,
-              CS_CLOSED };
+enum cstate {
+    CS_FREE,
+    CS_CONNECTING,
+    CS_HANDSHAKE,
+    CS_JOINING,
+    CS_READY,
+    CS_CLOSED
+};
 enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_SETTLE, PH_DONE };
 
 struct opts {
@@ -80,27 +86,27 @@ struct opts {
     int port;
     enum dialect dialect;
     int pairs;
-    double rate;      /* total msgs/s, 0 = closed loop */
-    int window;       /* closed loop: messages in flight per pair */
-    double duration;  /* measured window, s */
-    double warmup;    /* s */
-    int size;         /* pad bytes */
-    int pid;          /* server pid, 0 = none */
-    int idle;         /* idle mode: connections, 0 = relay mode */
-    bool idle_join;   /* idle: join (p2pmesh) after upgrade */
-    double settle;    /* idle: seconds to hold before the RSS reading */
+    double rate;     /* total msgs/s, 0 = closed loop */
+    int window;      /* closed loop: messages in flight per pair */
+    double duration; /* measured window, s */
+    double warmup;   /* s */
+    int size;        /* pad bytes */
+    int pid;         /* server pid, 0 = none */
+    int idle;        /* idle mode: connections, 0 = relay mode */
+    bool idle_join;  /* idle: join (p2pmesh) after upgrade */
+    double settle;   /* idle: seconds to hold before the RSS reading */
     bool json;
     char room[64];
-    int room_size;    /* >0: connection i joins room "<room>-<i/room_size>" */
-    char path[128];   /* path prefix for peerjs (default "/") */
-    int src_addrs;    /* 0 = auto */
-    int concurrency;  /* setup: connections in progress at once */
+    int room_size;   /* >0: connection i joins room "<room>-<i/room_size>" */
+    char path[128];  /* path prefix for peerjs (default "/") */
+    int src_addrs;   /* 0 = auto */
+    int concurrency; /* setup: connections in progress at once */
     double setup_timeout;
     double join_timeout;
-    double drain;     /* s to wait for in-flight messages at the end */
+    double drain; /* s to wait for in-flight messages at the end */
     bool allow_remote;
     bool verbose;
-    bool spin;        /* poll instead of sleeping (no timer wake-up lag) */
+    bool spin; /* poll instead of sleeping (no timer wake-up lag) */
 };
 
 struct hist {
@@ -142,8 +148,8 @@ static struct sockaddr_in dst_addr;
 static int n_src;
 
 static enum phase phase = PH_SETUP;
-static uint64_t t_base;    /* generator start, mono ns */
-static uint64_t t_run0;    /* first scheduled send */
+static uint64_t t_base;           /* generator start, mono ns */
+static uint64_t t_run0;           /* first scheduled send */
 static uint64_t t_meas0, t_meas1; /* measured window (intended times) */
 static uint64_t t_setup_done;
 
@@ -153,9 +159,9 @@ static uint64_t t_setup_start;
 
 /* traffic counters */
 static uint64_t sent_total, recv_total;
-static uint64_t sent_win, recv_win;   /* by intended time inside window */
-static uint64_t recv_during_win;      /* by receive time inside window */
-static uint64_t send_dropped;         /* queue over cap or conn closed */
+static uint64_t sent_win, recv_win; /* by intended time inside window */
+static uint64_t recv_during_win;    /* by receive time inside window */
+static uint64_t send_dropped;       /* queue over cap or conn closed */
 static uint64_t seq_gaps, seq_old, bad_from, bad_payload;
 static uint64_t other_msgs, server_errors, server_closes, pings_rx;
 static uint64_t unexpected_eof, proto_errors;
@@ -200,7 +206,8 @@ static struct conn *corked;
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
 
-static uint64_t mono_ns(void)
+static uint64_t
+mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -209,7 +216,8 @@ static uint64_t mono_ns(void)
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-static void logmsg(const char *fmt, ...)
+static void
+logmsg(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -219,7 +227,8 @@ static void logmsg(const char *fmt, ...)
     va_end(ap);
 }
 
-static void *xrealloc(void *p, size_t n)
+static void *
+xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n);
     if (!q) {
@@ -231,7 +240,8 @@ static void *xrealloc(void *p, size_t n)
 
 /* xorshift64*: frame masking keys (RFC 6455 wants unpredictable keys;
  * the seed comes from RAND_bytes, which is plenty for a load generator). */
-static uint32_t rng32(void)
+static uint32_t
+rng32(void)
 {
     uint64_t x = rng_state;
     x ^= x >> 12;
@@ -241,7 +251,8 @@ static uint32_t rng32(void)
     return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-static void rand_hex(char *out, size_t nbytes)
+static void
+rand_hex(char *out, size_t nbytes)
 {
     unsigned char raw[64];
     static const char hx[] = "0123456789abcdef";
@@ -258,7 +269,8 @@ static void rand_hex(char *out, size_t nbytes)
     out[2 * nbytes] = '\0';
 }
 
-static size_t fmt_u64(char *p, uint64_t v)
+static size_t
+fmt_u64(char *p, uint64_t v)
 {
     char tmp[24];
     size_t n = 0;
@@ -271,7 +283,8 @@ static size_t fmt_u64(char *p, uint64_t v)
     return n;
 }
 
-static double cpu_self(void)
+static double
+cpu_self(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -280,7 +293,8 @@ static double cpu_self(void)
 }
 
 /* utime+stime of a process (all threads), seconds; -1 if unreadable. */
-static double proc_cpu(int pid)
+static double
+proc_cpu(int pid)
 {
     char path[64], buf[2048];
     if (pid <= 0)
@@ -316,7 +330,8 @@ static double proc_cpu(int pid)
 }
 
 /* VmRSS of a process in KiB; -1 if unreadable. */
-static long proc_rss_kb(int pid)
+static long
+proc_rss_kb(int pid)
 {
     char path[64], line[256];
     long kb = -1;
@@ -337,7 +352,8 @@ static long proc_rss_kb(int pid)
 }
 
 /* Busy CPU-seconds of the whole machine (all CPUs) from /proc/stat. */
-static double machine_busy(void)
+static double
+machine_busy(void)
 {
     char line[512];
     FILE *f = fopen("/proc/stat", "r");
@@ -366,7 +382,8 @@ static double machine_busy(void)
 #define H_SUB_BITS 6
 #define H_SUB (1u << H_SUB_BITS)
 
-static unsigned h_index(uint64_t v)
+static unsigned
+h_index(uint64_t v)
 {
     if (v < 2 * H_SUB)
         return (unsigned)v;
@@ -376,7 +393,8 @@ static unsigned h_index(uint64_t v)
     return 2 * H_SUB + (shift - 1) * H_SUB + (unsigned)(m - H_SUB);
 }
 
-static uint64_t h_upper(unsigned idx)
+static uint64_t
+h_upper(unsigned idx)
 {
     if (idx < 2 * H_SUB)
         return idx;
@@ -385,7 +403,8 @@ static uint64_t h_upper(unsigned idx)
     return ((m + 1) << shift) - 1;
 }
 
-static void h_add(struct hist *h, uint64_t v)
+static void
+h_add(struct hist *h, uint64_t v)
 {
     h->b[h_index(v)]++;
     h->n++;
@@ -395,7 +414,8 @@ static void h_add(struct hist *h, uint64_t v)
 }
 
 /* value at percentile p (0..100): upper edge of its bucket, <= max */
-static uint64_t h_pct(const struct hist *h, double p)
+static uint64_t
+h_pct(const struct hist *h, double p)
 {
     if (h->n == 0)
         return 0;
@@ -425,7 +445,8 @@ static void setup_progress(void);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 /* Send bytes now if nothing is queued; queue the rest (EV_WRITE). */
-static bool conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
+static bool
+conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
 {
     if (c->st == CS_FREE || c->st == CS_CLOSED || c->fd < 0)
         return false;
@@ -477,7 +498,8 @@ static bool conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
  * The payload is copied after a 14-byte header slot; the header is
  * written right before it so header + payload leave in one send().
  */
-static uint8_t *frame_slot(size_t len)
+static uint8_t *
+frame_slot(size_t len)
 {
     if (14 + len > sbuf_cap) {
         sbuf_cap = 14 + len + 4096;
@@ -486,7 +508,8 @@ static uint8_t *frame_slot(size_t len)
     return sbuf + 14;
 }
 
-static bool ws_send_slot(struct conn *c, uint8_t opcode, size_t len)
+static bool
+ws_send_slot(struct conn *c, uint8_t opcode, size_t len)
 {
     uint8_t *pl = sbuf + 14;
     size_t hl = 2 + 4 + (len < 126 ? 0 : len <= 0xFFFF ? 2 : 8);
@@ -519,8 +542,8 @@ static bool ws_send_slot(struct conn *c, uint8_t opcode, size_t len)
     return conn_send_raw(c, h, hl + len);
 }
 
-static bool ws_send(struct conn *c, uint8_t opcode, const void *data,
-                    size_t len)
+static bool
+ws_send(struct conn *c, uint8_t opcode, const void *data, size_t len)
 {
     uint8_t *pl = frame_slot(len);
     if (len)
@@ -528,12 +551,14 @@ static bool ws_send(struct conn *c, uint8_t opcode, const void *data,
     return ws_send_slot(c, opcode, len);
 }
 
-static bool ws_send_text(struct conn *c, const char *s)
+static bool
+ws_send_text(struct conn *c, const char *s)
 {
     return ws_send(c, 0x1, s, strlen(s));
 }
 
-static void conn_free_bufs(struct conn *c)
+static void
+conn_free_bufs(struct conn *c)
 {
     free(c->in);
     free(c->out);
@@ -543,12 +568,13 @@ static void conn_free_bufs(struct conn *c)
     c->frag_len = c->frag_cap = 0;
 }
 
-static void conn_close(struct conn *c, bool failed)
+static void
+conn_close(struct conn *c, bool failed)
 {
     if (c->st == CS_CLOSED || c->st == CS_FREE)
         return;
-    bool was_setup = c->st == CS_CONNECTING || c->st == CS_HANDSHAKE ||
-                     c->st == CS_JOINING;
+    bool was_setup =
+        c->st == CS_CONNECTING || c->st == CS_HANDSHAKE || c->st == CS_JOINING;
     bool was_ready = c->st == CS_READY;
     if (c->rev_on)
         event_del(&c->rev);
@@ -572,7 +598,8 @@ static void conn_close(struct conn *c, bool failed)
 }
 
 /* Politely close: close frame 1000, then the socket. */
-static void conn_finish(struct conn *c)
+static void
+conn_finish(struct conn *c)
 {
     if (c->st == CS_READY || c->st == CS_JOINING) {
         uint8_t cl[2] = {0x03, 0xE8};
@@ -581,15 +608,16 @@ static void conn_finish(struct conn *c)
     conn_close(c, false);
 }
 
-static void on_write(evutil_socket_t fd, short what, void *arg)
+static void
+on_write(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     (void)what;
     c->wev_on = false;
     if (c->out_len == 0)
         return;
-    ssize_t w = send(fd, c->out + c->out_off, c->out_len,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w =
+        send(fd, c->out + c->out_off, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             event_add(&c->wev, NULL);
@@ -618,25 +646,27 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* relay messages                                                      */
 
-static void build_prefix(struct conn *c)
+static void
+build_prefix(struct conn *c)
 {
     const struct conn *p = &conns[c->partner];
     char buf[256];
     int n;
     if (O.dialect == D_P2PMESH)
-        n = snprintf(buf, sizeof buf,
-                     "{\"type\":\"signal\",\"to\":\"%s\",\"signal\":{\"seq\":",
-                     p->id);
+        n = snprintf(
+            buf, sizeof buf,
+            "{\"type\":\"signal\",\"to\":\"%s\",\"signal\":{\"seq\":", p->id);
     else
-        n = snprintf(buf, sizeof buf,
-                     "{\"type\":\"OFFER\",\"dst\":\"%s\",\"payload\":{\"seq\":",
-                     p->id);
+        n = snprintf(
+            buf, sizeof buf,
+            "{\"type\":\"OFFER\",\"dst\":\"%s\",\"payload\":{\"seq\":", p->id);
     c->prefix = strdup(buf);
     c->prefix_len = (size_t)n;
 }
 
 /* Send the next relay message from c to its partner, intended at t_int. */
-static void send_relay(struct conn *c, uint64_t t_int)
+static void
+send_relay(struct conn *c, uint64_t t_int)
 {
     bool in_win = t_int >= t_meas0 && t_int < t_meas1;
     if (c->st != CS_READY) {
@@ -668,8 +698,9 @@ static void send_relay(struct conn *c, uint64_t t_int)
 }
 
 /* Parse an unsigned integer after `"key"` + optional spaces + ':' */
-static bool scan_u64(const uint8_t *d, size_t len, const char *key,
-                     size_t klen, uint64_t *out)
+static bool
+scan_u64(const uint8_t *d, size_t len, const char *key, size_t klen,
+         uint64_t *out)
 {
     const uint8_t *p = memmem(d, len, key, klen);
     if (!p)
@@ -701,7 +732,8 @@ static bool scan_u64(const uint8_t *d, size_t len, const char *key,
 }
 
 /* Check "from"/"src" names the partner. */
-static bool check_sender(const struct conn *c, const uint8_t *d, size_t len)
+static bool
+check_sender(const struct conn *c, const uint8_t *d, size_t len)
 {
     const char *key = O.dialect == D_P2PMESH ? "\"from\"" : "\"src\"";
     size_t klen = strlen(key);
@@ -720,8 +752,8 @@ static bool check_sender(const struct conn *c, const uint8_t *d, size_t len)
     return (size_t)(e - p) > wl && memcmp(p, want, wl) == 0 && p[wl] == '"';
 }
 
-static void note_server_error(const struct conn *c, const uint8_t *d,
-                              size_t len)
+static void
+note_server_error(const struct conn *c, const uint8_t *d, size_t len)
 {
     server_errors++;
     if (errs_printed < MAX_ERR_PRINT) {
@@ -731,7 +763,8 @@ static void note_server_error(const struct conn *c, const uint8_t *d,
     }
 }
 
-static void relay_received(struct conn *c, const uint8_t *d, size_t len)
+static void
+relay_received(struct conn *c, const uint8_t *d, size_t len)
 {
     uint64_t now = mono_ns();
     uint64_t seq, t;
@@ -775,7 +808,8 @@ static void relay_received(struct conn *c, const uint8_t *d, size_t len)
         send_relay(c, now);
 }
 
-static void conn_ready(struct conn *c)
+static void
+conn_ready(struct conn *c)
 {
     c->st = CS_READY;
     n_ready++;
@@ -783,7 +817,8 @@ static void conn_ready(struct conn *c)
     setup_progress();
 }
 
-static void handle_message(struct conn *c, const uint8_t *d, size_t len)
+static void
+handle_message(struct conn *c, const uint8_t *d, size_t len)
 {
     if (c->st == CS_READY && memmem(d, len, "\"seq\"", 5)) {
         relay_received(c, d, len);
@@ -792,11 +827,10 @@ static void handle_message(struct conn *c, const uint8_t *d, size_t len)
     /* everything else: control traffic of the dialect */
     /* either dialect's error shapes, whatever dialect we speak: a server
      * that answers in the wrong dialect is reported, not ignored */
-    bool is_err = memmem(d, len, "\"error\"", 7) ||
-                  memmem(d, len, "\"ERROR\"", 7) ||
-                  memmem(d, len, "\"ID-TAKEN\"", 10) ||
-                  memmem(d, len, "\"EXPIRE\"", 8) ||
-                  memmem(d, len, "\"LEAVE\"", 7);
+    bool is_err =
+        memmem(d, len, "\"error\"", 7) || memmem(d, len, "\"ERROR\"", 7) ||
+        memmem(d, len, "\"ID-TAKEN\"", 10) || memmem(d, len, "\"EXPIRE\"", 8) ||
+        memmem(d, len, "\"LEAVE\"", 7);
     if (is_err) {
         note_server_error(c, d, len);
         return;
@@ -813,8 +847,8 @@ static void handle_message(struct conn *c, const uint8_t *d, size_t len)
 }
 
 /* Returns false if the connection was closed. */
-static bool handle_frame(struct conn *c, bool fin, uint8_t op,
-                         const uint8_t *d, size_t len)
+static bool
+handle_frame(struct conn *c, bool fin, uint8_t op, const uint8_t *d, size_t len)
 {
     switch (op) {
     case 0x1:
@@ -897,7 +931,8 @@ static bool handle_frame(struct conn *c, bool fin, uint8_t op,
 }
 
 /* Parse complete frames from p[0..n); returns bytes consumed. */
-static size_t parse_frames(struct conn *c, uint8_t *p, size_t n)
+static size_t
+parse_frames(struct conn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (n - off >= 2) {
@@ -948,7 +983,8 @@ static size_t parse_frames(struct conn *c, uint8_t *p, size_t n)
     return off;
 }
 
-static void send_join(struct conn *c)
+static void
+send_join(struct conn *c)
 {
     char buf[160];
     snprintf(buf, sizeof buf, "{\"type\":\"join\",\"peerId\":\"%s\"}", c->id);
@@ -956,7 +992,8 @@ static void send_join(struct conn *c)
 }
 
 /* HTTP 101 head in p[0..n): returns head length, 0 if incomplete, -1 bad */
-static long parse_upgrade(struct conn *c, const uint8_t *p, size_t n)
+static long
+parse_upgrade(struct conn *c, const uint8_t *p, size_t n)
 {
     const uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
     if (!end) {
@@ -999,14 +1036,14 @@ static long parse_upgrade(struct conn *c, const uint8_t *p, size_t n)
             while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
                 vl--;
             if (nl == 7 && strncasecmp((const char *)line, "upgrade", 7) == 0)
-                up = vl == 9 && strncasecmp((const char *)v, "websocket", 9) == 0;
+                up = vl == 9 &&
+                     strncasecmp((const char *)v, "websocket", 9) == 0;
             else if (nl == 10 &&
                      strncasecmp((const char *)line, "connection", 10) == 0)
                 conn_up = memmem(v, vl, "pgrade", 6) != NULL; /* Upgrade */
             else if (nl == 20 && strncasecmp((const char *)line,
-                                              "sec-websocket-accept", 20) == 0)
-                acc_ok = vl == strlen((char *)want) &&
-                         memcmp(v, want, vl) == 0;
+                                             "sec-websocket-accept", 20) == 0)
+                acc_ok = vl == strlen((char *)want) && memcmp(v, want, vl) == 0;
         }
         line = eol + 2;
     }
@@ -1023,7 +1060,8 @@ static long parse_upgrade(struct conn *c, const uint8_t *p, size_t n)
 
 static void on_read_body(evutil_socket_t fd, struct conn *c);
 
-static void on_read(evutil_socket_t fd, short what, void *arg)
+static void
+on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     (void)what;
@@ -1034,7 +1072,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         on_write(c->fd, EV_WRITE, c); /* flush what parsing queued */
 }
 
-static void on_read_body(evutil_socket_t fd, struct conn *c)
+static void
+on_read_body(evutil_socket_t fd, struct conn *c)
 {
     for (int iter = 0; iter < 8; iter++) {
         /* leftovers first, then fresh bytes after them */
@@ -1113,7 +1152,8 @@ static void on_read_body(evutil_socket_t fd, struct conn *c)
 /* ------------------------------------------------------------------ */
 /* connection setup                                                    */
 
-static void on_connected(evutil_socket_t fd, short what, void *arg)
+static void
+on_connected(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     (void)what;
@@ -1166,7 +1206,8 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     conn_send_raw(c, (const uint8_t *)req, (size_t)n);
 }
 
-static bool conn_start(struct conn *c)
+static bool
+conn_start(struct conn *c)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -1215,7 +1256,8 @@ static void start_run(void);
 static void idle_all_open(void);
 
 /* Launch more connections; notice when setup is complete. */
-static void setup_progress(void)
+static void
+setup_progress(void)
 {
     static bool busy;
     if (busy) /* re-entered from a close or ready below: the outer call
@@ -1242,7 +1284,8 @@ static void setup_progress(void)
 /* ------------------------------------------------------------------ */
 /* run phases                                                          */
 
-static void finish(void)
+static void
+finish(void)
 {
     phase = PH_DONE;
     event_base_loopbreak(base);
@@ -1250,7 +1293,8 @@ static void finish(void)
 
 /* Send every message that is due; returns the next intended time
  * (UINT64_MAX when the schedule is over). */
-static uint64_t sched_run(void)
+static uint64_t
+sched_run(void)
 {
     if (phase != PH_WARMUP && phase != PH_MEASURE)
         return UINT64_MAX;
@@ -1258,7 +1302,8 @@ static uint64_t sched_run(void)
     int senders = 2 * O.pairs;
     int budget = 20000; /* bound one callback; the rest follows at once */
     while (budget-- > 0) {
-        uint64_t t_int = t_run0 + (uint64_t)((double)sched_k * sched_interval_ns);
+        uint64_t t_int =
+            t_run0 + (uint64_t)((double)sched_k * sched_interval_ns);
         if (t_int > now || t_int >= t_meas1)
             break;
         struct conn *c = &conns[sched_k % (uint64_t)senders];
@@ -1271,7 +1316,8 @@ static uint64_t sched_run(void)
     return next >= t_meas1 ? UINT64_MAX : next;
 }
 
-static void on_sched(evutil_socket_t fd, short what, void *arg)
+static void
+on_sched(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1286,7 +1332,8 @@ static void on_sched(evutil_socket_t fd, short what, void *arg)
     event_add(ev_sched, &tv);
 }
 
-static void arm_phase_timer(uint64_t at)
+static void
+arm_phase_timer(uint64_t at)
 {
     uint64_t now = mono_ns();
     uint64_t d = at > now ? at - now : 0;
@@ -1295,7 +1342,8 @@ static void arm_phase_timer(uint64_t at)
     event_add(ev_phase, &tv);
 }
 
-static void on_phase(evutil_socket_t fd, short what, void *arg)
+static void
+on_phase(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1323,7 +1371,8 @@ static void on_phase(evutil_socket_t fd, short what, void *arg)
 }
 
 /* 100 ms housekeeping: setup deadline, join timeouts, drain done, RSS. */
-static void on_tick(evutil_socket_t fd, short what, void *arg)
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1369,7 +1418,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+static void
+on_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1379,7 +1429,8 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
             ws_send_text(&conns[i], "{\"type\":\"HEARTBEAT\"}");
 }
 
-static void on_deadline(evutil_socket_t fd, short what, void *arg)
+static void
+on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1389,7 +1440,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     finish();
 }
 
-static void on_sigint(evutil_socket_t fd, short what, void *arg)
+static void
+on_sigint(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1399,7 +1451,8 @@ static void on_sigint(evutil_socket_t fd, short what, void *arg)
     finish();
 }
 
-static void start_run(void)
+static void
+start_run(void)
 {
     if (n_ready != nconns) {
         logmsg("setup failed: %d of %d connections ready (%d failed)", n_ready,
@@ -1436,7 +1489,8 @@ static void start_run(void)
     }
 }
 
-static void idle_all_open(void)
+static void
+idle_all_open(void)
 {
     phase = PH_SETTLE;
     if (O.verbose)
@@ -1450,7 +1504,8 @@ static void idle_all_open(void)
 
 /* Stalls: runs of 10 ms slots whose worst latency passed STALL_US, as
  * [start ms into the window, length ms, worst latency ms], at most 20. */
-static void print_stalls(FILE *f, bool json)
+static void
+print_stalls(FILE *f, bool json)
 {
     int printed = 0;
     size_t i = 0;
@@ -1481,7 +1536,8 @@ static void print_stalls(FILE *f, bool json)
         fputs("]", f);
 }
 
-static void report_relay(void)
+static void
+report_relay(void)
 {
     double win = (double)(t_acct1 - t_acct0) / 1e9;
     double srv = srv_cpu0 >= 0 && srv_cpu1 >= 0 ? srv_cpu1 - srv_cpu0 : -1;
@@ -1500,14 +1556,14 @@ static void report_relay(void)
         printf("{\"mode\":\"relay\",\"dialect\":\"%s\",\"pairs\":%d,"
                "\"rate_target\":%.0f,\"loop\":\"%s\",\"window\":%d,"
                "\"duration_s\":%.3f,\"warmup_s\":%.3f,\"size\":%d,"
-               "\"sent\":%" PRIu64 ",\"received\":%" PRIu64
-               ",\"lost\":%" PRIu64 ",\"send_dropped\":%" PRIu64
-               ",\"seq_gaps\":%" PRIu64 ",\"seq_old\":%" PRIu64
-               ",\"bad_from\":%" PRIu64 ",\"bad_payload\":%" PRIu64
-               ",\"server_errors\":%" PRIu64 ",\"server_closes\":%" PRIu64
-               ",\"unexpected_eof\":%" PRIu64 ",\"proto_errors\":%" PRIu64
-               ",\"masked_frames\":%" PRIu64 ",\"other_msgs\":%" PRIu64
-               ",\"pings\":%" PRIu64 ",\"join_unacked\":%d,"
+               "\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
+               ",\"send_dropped\":%" PRIu64 ",\"seq_gaps\":%" PRIu64
+               ",\"seq_old\":%" PRIu64 ",\"bad_from\":%" PRIu64
+               ",\"bad_payload\":%" PRIu64 ",\"server_errors\":%" PRIu64
+               ",\"server_closes\":%" PRIu64 ",\"unexpected_eof\":%" PRIu64
+               ",\"proto_errors\":%" PRIu64 ",\"masked_frames\":%" PRIu64
+               ",\"other_msgs\":%" PRIu64 ",\"pings\":%" PRIu64
+               ",\"join_unacked\":%d,"
                "\"msgs_per_s\":%.1f,\"server_cpu_s\":%.3f,"
                "\"server_cpu_util\":%.3f,\"msgs_per_server_cpu_s\":%.1f,"
                "\"client_cpu_s\":%.3f,\"client_cpu_util\":%.3f,"
@@ -1523,20 +1579,19 @@ static void report_relay(void)
                server_closes, unexpected_eof, proto_errors, masked_rx,
                other_msgs, pings_rx, n_join_unacked, rate, srv,
                srv >= 0 && win > 0 ? srv / win : -1, per_cpu, cli,
-               win > 0 ? cli / win : 0, mach, other,
-               O.spin ? "true" : "false", srv_rss1, h_lat.n,
-               h_lat.n ? US(h_lat.sum / h_lat.n) : 0, US(h_pct(&h_lat, 50)),
-               US(h_pct(&h_lat, 90)), US(h_pct(&h_lat, 99)),
-               US(h_pct(&h_lat, 99.9)), US(h_lat.max), US(h_pct(&h_lag, 50)),
-               US(h_pct(&h_lag, 99)), US(h_lag.max),
+               win > 0 ? cli / win : 0, mach, other, O.spin ? "true" : "false",
+               srv_rss1, h_lat.n, h_lat.n ? US(h_lat.sum / h_lat.n) : 0,
+               US(h_pct(&h_lat, 50)), US(h_pct(&h_lat, 90)),
+               US(h_pct(&h_lat, 99)), US(h_pct(&h_lat, 99.9)), US(h_lat.max),
+               US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)), US(h_lag.max),
                (double)(t_setup_done - t_setup_start) / 1e9,
                exit_code == 0 ? "true" : "false");
         print_stalls(stdout, true);
         fputs("}\n", stdout);
     } else {
-        printf("dialect %s, %d pairs, %s loop%s, window %.2f s, pad %d B\n",
-               dn, O.pairs, O.rate > 0 ? "open" : "closed",
-               O.rate > 0 ? "" : "", win, O.size);
+        printf("dialect %s, %d pairs, %s loop%s, window %.2f s, pad %d B\n", dn,
+               O.pairs, O.rate > 0 ? "open" : "closed", O.rate > 0 ? "" : "",
+               win, O.size);
         if (O.rate > 0)
             printf("target rate        %.0f msgs/s\n", O.rate);
         printf("sent/received/lost %" PRIu64 " / %" PRIu64 " / %" PRIu64
@@ -1555,9 +1610,10 @@ static void report_relay(void)
         printf("client CPU         %.2f s (%.0f %%)%s\n", cli, 100 * cli / win,
                O.spin ? " (spinning)" : "");
         if (mach >= 0)
-            printf("other CPU          %.2f s on the machine besides server and "
-                   "client\n",
-                   other);
+            printf(
+                "other CPU          %.2f s on the machine besides server and "
+                "client\n",
+                other);
         printf("latency us         p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  "
                "max %.1f  (n %" PRIu64 ")\n",
                US(h_pct(&h_lat, 50)), US(h_pct(&h_lat, 90)),
@@ -1565,14 +1621,14 @@ static void report_relay(void)
                h_lat.n);
         if (O.rate > 0)
             printf("send lag us        p50 %.1f  p99 %.1f  max %.1f\n",
-                   US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)),
-                   US(h_lag.max));
+                   US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)), US(h_lag.max));
         printf("stalls (>%u ms, by intended send time):\n", STALL_US / 1000);
         print_stalls(stdout, false);
     }
 }
 
-static void report_idle(void)
+static void
+report_idle(void)
 {
     const char *dn = O.dialect == D_P2PMESH ? "p2pmesh" : "peerjs";
     double per = -1;
@@ -1589,13 +1645,13 @@ static void report_idle(void)
                "\"server_rss_kb_max\":%ld,\"rss_per_conn_bytes\":%.0f,"
                "\"server_cpu_s\":%.3f,\"server_errors\":%" PRIu64
                ",\"server_closes\":%" PRIu64 ",\"unexpected_eof\":%" PRIu64
-               ",\"other_msgs\":%" PRIu64 ",\"pings\":%" PRIu64
-               ",\"ok\":%s}\n",
+               ",\"other_msgs\":%" PRIu64 ",\"pings\":%" PRIu64 ",\"ok\":%s}\n",
                dn, (O.dialect == D_PEERJS || O.idle_join) ? "true" : "false",
                nconns, n_ready, n_failed, n_join_unacked, setup, O.settle,
                n_src, O.room_size, srv_rss0, srv_rss1, srv_rss_max, per, srv,
                server_errors, server_closes, unexpected_eof, other_msgs,
-               pings_rx, exit_code == 0 && n_ready == nconns ? "true" : "false");
+               pings_rx,
+               exit_code == 0 && n_ready == nconns ? "true" : "false");
     } else {
         printf("idle %s: %d of %d open (%d failed) in %.2f s, held %.1f s\n",
                dn, n_ready, nconns, n_failed, setup, O.settle);
@@ -1609,40 +1665,54 @@ static void report_idle(void)
 /* ------------------------------------------------------------------ */
 /* main                                                                */
 
-static void usage(FILE *f)
+static void
+usage(FILE *f)
 {
-    fprintf(f,
-"usage: pm-loadgen [options]\n"
-"  --host ADDR        server IPv4 address (default 127.0.0.1; loopback only)\n"
-"  --port N           server port (default 8080)\n"
-"  --dialect D        p2pmesh | peerjs (default p2pmesh)\n"
-"  --pairs N          relay pairs (2N connections, default 100)\n"
-"  --rate R           total msgs/s, open loop; 0 = closed loop (default 0)\n"
-"  --window W         closed loop: messages in flight per pair (default 1)\n"
-"  --duration S       measured window in seconds (default 10)\n"
-"  --warmup S         seconds of traffic before the window (default 2)\n"
-"  --size BYTES       payload padding (default 200)\n"
-"  --pid PID          server process: CPU (utime+stime) and VmRSS\n"
-"  --idle N           idle mode: hold N upgraded connections, report RSS\n"
-"  --no-join          idle mode, p2pmesh: do not send join\n"
-"  --settle S         idle mode: seconds to hold before reading RSS (5)\n"
-"  --room NAME        p2pmesh room (default bench)\n"
-"  --room-size K      p2pmesh: K connections per room, rooms NAME-0, NAME-1..\n"
-"                     (default 0: everyone in NAME)\n"
-"  --path PREFIX      peerjs path prefix (default /)\n"
-"  --src-addrs K      spread connections over 127.0.0.1..K (0 = auto)\n"
-"  --concurrency N    connections being set up at once (default 256)\n"
-"  --setup-timeout S  give up setting up after S seconds (default 60)\n"
-"  --join-timeout S   accept a join without bootstrap_peers after S (3)\n"
-"  --drain S          wait for in-flight messages after the window (3)\n"
-"  --json             print one JSON line with the results\n"
-"  --allow-remote     allow a non-loopback --host (own test hosts only)\n"
-"  --spin             busy-poll the loop (no timer wake-up lag; the client\n"
-"                     then shows 100 %% CPU)\n"
-"  --verbose          progress on stderr\n");
+    fprintf(
+        f,
+        "usage: pm-loadgen [options]\n"
+        "  --host ADDR        server IPv4 address (default 127.0.0.1; loopback "
+        "only)\n"
+        "  --port N           server port (default 8080)\n"
+        "  --dialect D        p2pmesh | peerjs (default p2pmesh)\n"
+        "  --pairs N          relay pairs (2N connections, default 100)\n"
+        "  --rate R           total msgs/s, open loop; 0 = closed loop "
+        "(default 0)\n"
+        "  --window W         closed loop: messages in flight per pair "
+        "(default 1)\n"
+        "  --duration S       measured window in seconds (default 10)\n"
+        "  --warmup S         seconds of traffic before the window (default "
+        "2)\n"
+        "  --size BYTES       payload padding (default 200)\n"
+        "  --pid PID          server process: CPU (utime+stime) and VmRSS\n"
+        "  --idle N           idle mode: hold N upgraded connections, report "
+        "RSS\n"
+        "  --no-join          idle mode, p2pmesh: do not send join\n"
+        "  --settle S         idle mode: seconds to hold before reading RSS "
+        "(5)\n"
+        "  --room NAME        p2pmesh room (default bench)\n"
+        "  --room-size K      p2pmesh: K connections per room, rooms NAME-0, "
+        "NAME-1..\n"
+        "                     (default 0: everyone in NAME)\n"
+        "  --path PREFIX      peerjs path prefix (default /)\n"
+        "  --src-addrs K      spread connections over 127.0.0.1..K (0 = auto)\n"
+        "  --concurrency N    connections being set up at once (default 256)\n"
+        "  --setup-timeout S  give up setting up after S seconds (default 60)\n"
+        "  --join-timeout S   accept a join without bootstrap_peers after S "
+        "(3)\n"
+        "  --drain S          wait for in-flight messages after the window "
+        "(3)\n"
+        "  --json             print one JSON line with the results\n"
+        "  --allow-remote     allow a non-loopback --host (own test hosts "
+        "only)\n"
+        "  --spin             busy-poll the loop (no timer wake-up lag; the "
+        "client\n"
+        "                     then shows 100 %% CPU)\n"
+        "  --verbose          progress on stderr\n");
 }
 
-static double parse_num(const char *s, const char *name)
+static double
+parse_num(const char *s, const char *name)
 {
     char *e;
     double v = strtod(s, &e);
@@ -1653,7 +1723,8 @@ static double parse_num(const char *s, const char *name)
     return v;
 }
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
     memset(&O, 0, sizeof O);
     snprintf(O.host, sizeof O.host, "127.0.0.1");
@@ -1673,11 +1744,34 @@ int main(int argc, char **argv)
     O.join_timeout = 3;
     O.drain = 3;
 
-    enum { OPT_HOST = 1, OPT_PORT, OPT_DIALECT, OPT_PAIRS, OPT_RATE,
-           OPT_WINDOW, OPT_DURATION, OPT_WARMUP, OPT_SIZE, OPT_PID, OPT_IDLE,
-           OPT_NOJOIN, OPT_SETTLE, OPT_ROOM, OPT_PATH, OPT_SRC, OPT_CONC,
-           OPT_SETUPTO, OPT_JOINTO, OPT_DRAIN, OPT_JSON, OPT_REMOTE,
-           OPT_VERBOSE, OPT_SPIN, OPT_ROOMSIZE, OPT_HELP };
+    enum {
+        OPT_HOST = 1,
+        OPT_PORT,
+        OPT_DIALECT,
+        OPT_PAIRS,
+        OPT_RATE,
+        OPT_WINDOW,
+        OPT_DURATION,
+        OPT_WARMUP,
+        OPT_SIZE,
+        OPT_PID,
+        OPT_IDLE,
+        OPT_NOJOIN,
+        OPT_SETTLE,
+        OPT_ROOM,
+        OPT_PATH,
+        OPT_SRC,
+        OPT_CONC,
+        OPT_SETUPTO,
+        OPT_JOINTO,
+        OPT_DRAIN,
+        OPT_JSON,
+        OPT_REMOTE,
+        OPT_VERBOSE,
+        OPT_SPIN,
+        OPT_ROOMSIZE,
+        OPT_HELP
+    };
     static const struct option lo[] = {
         {"host", required_argument, 0, OPT_HOST},
         {"port", required_argument, 0, OPT_PORT},
@@ -1713,7 +1807,9 @@ int main(int argc, char **argv)
             snprintf(O.host, sizeof O.host, "%s",
                      strcmp(optarg, "localhost") == 0 ? "127.0.0.1" : optarg);
             break;
-        case OPT_PORT: O.port = (int)parse_num(optarg, "--port"); break;
+        case OPT_PORT:
+            O.port = (int)parse_num(optarg, "--port");
+            break;
         case OPT_DIALECT:
             if (strcmp(optarg, "p2pmesh") == 0)
                 O.dialect = D_P2PMESH;
@@ -1724,30 +1820,78 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case OPT_PAIRS: O.pairs = (int)parse_num(optarg, "--pairs"); break;
-        case OPT_RATE: O.rate = parse_num(optarg, "--rate"); break;
-        case OPT_WINDOW: O.window = (int)parse_num(optarg, "--window"); break;
-        case OPT_DURATION: O.duration = parse_num(optarg, "--duration"); break;
-        case OPT_WARMUP: O.warmup = parse_num(optarg, "--warmup"); break;
-        case OPT_SIZE: O.size = (int)parse_num(optarg, "--size"); break;
-        case OPT_PID: O.pid = (int)parse_num(optarg, "--pid"); break;
-        case OPT_IDLE: O.idle = (int)parse_num(optarg, "--idle"); break;
-        case OPT_NOJOIN: O.idle_join = false; break;
-        case OPT_SETTLE: O.settle = parse_num(optarg, "--settle"); break;
-        case OPT_ROOM: snprintf(O.room, sizeof O.room, "%s", optarg); break;
-        case OPT_ROOMSIZE: O.room_size = (int)parse_num(optarg, "--room-size"); break;
-        case OPT_PATH: snprintf(O.path, sizeof O.path, "%s", optarg); break;
-        case OPT_SRC: O.src_addrs = (int)parse_num(optarg, "--src-addrs"); break;
-        case OPT_CONC: O.concurrency = (int)parse_num(optarg, "--concurrency"); break;
-        case OPT_SETUPTO: O.setup_timeout = parse_num(optarg, "--setup-timeout"); break;
-        case OPT_JOINTO: O.join_timeout = parse_num(optarg, "--join-timeout"); break;
-        case OPT_DRAIN: O.drain = parse_num(optarg, "--drain"); break;
-        case OPT_JSON: O.json = true; break;
-        case OPT_REMOTE: O.allow_remote = true; break;
-        case OPT_VERBOSE: O.verbose = true; break;
-        case OPT_SPIN: O.spin = true; break;
-        case OPT_HELP: usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case OPT_PAIRS:
+            O.pairs = (int)parse_num(optarg, "--pairs");
+            break;
+        case OPT_RATE:
+            O.rate = parse_num(optarg, "--rate");
+            break;
+        case OPT_WINDOW:
+            O.window = (int)parse_num(optarg, "--window");
+            break;
+        case OPT_DURATION:
+            O.duration = parse_num(optarg, "--duration");
+            break;
+        case OPT_WARMUP:
+            O.warmup = parse_num(optarg, "--warmup");
+            break;
+        case OPT_SIZE:
+            O.size = (int)parse_num(optarg, "--size");
+            break;
+        case OPT_PID:
+            O.pid = (int)parse_num(optarg, "--pid");
+            break;
+        case OPT_IDLE:
+            O.idle = (int)parse_num(optarg, "--idle");
+            break;
+        case OPT_NOJOIN:
+            O.idle_join = false;
+            break;
+        case OPT_SETTLE:
+            O.settle = parse_num(optarg, "--settle");
+            break;
+        case OPT_ROOM:
+            snprintf(O.room, sizeof O.room, "%s", optarg);
+            break;
+        case OPT_ROOMSIZE:
+            O.room_size = (int)parse_num(optarg, "--room-size");
+            break;
+        case OPT_PATH:
+            snprintf(O.path, sizeof O.path, "%s", optarg);
+            break;
+        case OPT_SRC:
+            O.src_addrs = (int)parse_num(optarg, "--src-addrs");
+            break;
+        case OPT_CONC:
+            O.concurrency = (int)parse_num(optarg, "--concurrency");
+            break;
+        case OPT_SETUPTO:
+            O.setup_timeout = parse_num(optarg, "--setup-timeout");
+            break;
+        case OPT_JOINTO:
+            O.join_timeout = parse_num(optarg, "--join-timeout");
+            break;
+        case OPT_DRAIN:
+            O.drain = parse_num(optarg, "--drain");
+            break;
+        case OPT_JSON:
+            O.json = true;
+            break;
+        case OPT_REMOTE:
+            O.allow_remote = true;
+            break;
+        case OPT_VERBOSE:
+            O.verbose = true;
+            break;
+        case OPT_SPIN:
+            O.spin = true;
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {
@@ -1852,8 +1996,8 @@ int main(int argc, char **argv)
         struct timeval hb = {5, 0};
         event_add(ev_hb, &hb);
     }
-    double total = O.setup_timeout + O.warmup + O.duration + O.drain +
-                   O.settle + 30;
+    double total =
+        O.setup_timeout + O.warmup + O.duration + O.drain + O.settle + 30;
     struct timeval dl = {(time_t)total, 0};
     event_add(ev_deadline, &dl);
 
