@@ -325,3 +325,18 @@ def test_print_config_output_reads_back_as_a_config_file(tmp_path):
     assert second["ws.max_message"] == ("2k", "file")
     assert second["origin.allow"] == ("http://a.example", "file")
     assert second["public_url"] == ("", "file")
+
+
+def test_sample_config_is_valid_and_lists_every_default():
+    """config/signaling.conf.sample must load, and set exactly the defaults
+    (so it cannot drift from the code); every key is mentioned in it."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "config" / "signaling.conf.sample"
+    defaults, _ = print_config()
+    loaded, _ = print_config("--config=%s" % sample)
+    assert {k: v for k, (v, _) in loaded.items()} == {
+        k: v for k, (v, _) in defaults.items()}
+    text = sample.read_text()
+    for key in defaults:
+        assert re.search(r"^#? ?%s =" % re.escape(key), text, re.M), key
