@@ -227,3 +227,65 @@ def test_tls_plaintext_client_does_not_hurt(server_factory, tls_cert):
         s.close()
     r = http_get(srv.port, "/health", ssl_context=tls_client_context(cert))
     assert r.status == 200
+
+
+def _self_signed(d, cn):
+    cert, key = d / ("%s.pem" % cn), d / ("%s.key" % cn)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out",
+         str(cert), "-days", "2", "-subj", "/CN=%s" % cn, "-addext",
+         "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def _peer_cn(port):
+    import ssl
+    import socket as s
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with s.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout",
+                          "-subject"], input=der, capture_output=True,
+                         timeout=10)
+    return out.stdout.decode()
+
+
+def test_sighup_reloads_the_tls_certificate(server_factory, tmp_path):
+    """SIGHUP swaps in the certificate now in the files; a connection made
+    before keeps working; a broken file keeps the old certificate."""
+    a_cert, a_key = _self_signed(tmp_path, "first")
+    b_cert, b_key = _self_signed(tmp_path, "second")
+    cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+    cert.write_bytes(a_cert.read_bytes())
+    key.write_bytes(a_key.read_bytes())
+    srv = server_factory("--tls.cert=%s" % cert, "--tls.key=%s" % key)
+    assert "CN = first" in _peer_cn(srv.port)
+
+    async def go():
+        ws = await ws_connect("wss://127.0.0.1:%d/" % srv.port,
+                              ssl=tls_client_context(a_cert))
+        try:
+            cert.write_bytes(b_cert.read_bytes())
+            key.write_bytes(b_key.read_bytes())
+            srv.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while "CN = second" not in _peer_cn(srv.port):
+                assert time.monotonic() < deadline, "certificate not reloaded"
+                await asyncio.sleep(0.1)
+            await ws.send(json.dumps({"type": "ping", "timestamp": 3}))
+            assert await recv_json(ws) == {"type": "pong", "timestamp": 3}
+        finally:
+            await close_all([ws])
+
+    asyncio.run(go())
+    # a half-written pair (key does not match) is refused; the old stays
+    cert.write_bytes(a_cert.read_bytes())
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert "CN = second" in _peer_cn(srv.port)
+    assert any(l["event"] == "tls_reload_failed" for l in srv.logs())
