@@ -16,6 +16,7 @@ build_pkgs="build-essential autoconf automake pkg-config libevent-dev libssl-dev
   libhiredis-dev libpq-dev libsqlite3-dev libcjson-dev libraft-dev libuv1-dev
   uthash-dev libcrypt-dev check curl ca-certificates"
 test_pkgs="python3 python3-pytest python3-websockets openssl chromium nodejs npm
+  redis-server redis-tools
   procps iproute2 util-linux"
 bench_pkgs="linux-perf"
 
