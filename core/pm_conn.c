@@ -54,12 +54,6 @@ arm(struct pm_conn *c, uint64_t ms)
     event_add(c->timer, &tv);
 }
 
-uint64_t
-pm_conn_id(const struct pm_conn *c)
-{
-    return c->id;
-}
-
 const char *
 pm_conn_ip(const struct pm_conn *c)
 {
@@ -76,18 +70,6 @@ void
 pm_conn_set_data(struct pm_conn *c, void *data)
 {
     c->data = data;
-}
-
-bool
-pm_conn_is_websocket(const struct pm_conn *c)
-{
-    return c->state == PM_CONN_WS_OPEN || c->state == PM_CONN_WS_CLOSING;
-}
-
-bool
-pm_conn_is_closing(const struct pm_conn *c)
-{
-    return c->state >= PM_CONN_WS_CLOSING;
 }
 
 struct pm_conn *
@@ -187,18 +169,24 @@ pm_conn_http_respond(struct pm_conn *c, int status, const char *ctype,
         pm_conn_close(c);
 }
 
-/* Answer a request we refuse before any handler saw it, then close. */
-static void
-http_refuse(struct pm_conn *c, int status)
+void
+pm_conn_http_status(struct pm_conn *c, int status, const char *extra_headers)
 {
     char body[128];
     int n =
         snprintf(body, sizeof body, "%d %s\n", status, pm_http_reason(status));
 
+    pm_conn_http_respond(c, status, "text/plain; charset=utf-8", extra_headers,
+                         body, (size_t)n);
+}
+
+/* Answer a request we refuse before any handler saw it, then close. */
+static void
+http_refuse(struct pm_conn *c, int status)
+{
     c->req_keep_alive = false;
     c->state = PM_CONN_HTTP_HEAD;
-    pm_conn_http_respond(c, status, "text/plain; charset=utf-8", NULL, body,
-                         (size_t)n);
+    pm_conn_http_status(c, status, NULL);
 }
 
 /* Parse and answer every complete request in the input. */

@@ -27,15 +27,11 @@ struct cJSON;
 struct pm_server;
 struct pm_conn;
 
-/* Connection id, unique for the process lifetime (for logs). */
-uint64_t pm_conn_id(const struct pm_conn *c);
 /* Client address (after X-Forwarded-For from a trusted proxy). */
 const char *pm_conn_ip(const struct pm_conn *c);
 /* The role's per-connection pointer (borrowed; the role frees it). */
 void *pm_conn_data(const struct pm_conn *c);
 void pm_conn_set_data(struct pm_conn *c, void *data);
-bool pm_conn_is_websocket(const struct pm_conn *c);
-bool pm_conn_is_closing(const struct pm_conn *c);
 
 /*
  * Send one WebSocket message (TEXT or BINARY). Data is copied. Returns

@@ -70,6 +70,9 @@ struct pm_conn *pm_conn_new(struct pm_server *srv, struct pm_stream *stream,
                             const char *peer, bool admin);
 /* Switch to WebSocket after the 101 is queued; arms the ping timer. */
 void pm_conn_ws_start(struct pm_conn *c);
+/* Answer the current request with "<status> <reason>" as plain text. */
+void pm_conn_http_status(struct pm_conn *c, int status,
+                         const char *extra_headers);
 /* Shutdown: WebSocket clients get close 1001, idle HTTP is closed. */
 void pm_conn_drain(struct pm_conn *c);
 

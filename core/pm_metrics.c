@@ -20,15 +20,7 @@
 #include "pm_metrics.h"
 #include "pm_util.h"
 
-enum kind { COUNTER, GAUGE, HISTOGRAM };
-
-struct pm_histogram {
-    double *bounds;
-    uint64_t *counts; /* per bucket, not cumulative; n + 1 with +Inf */
-    size_t n;
-    double sum;
-    uint64_t count;
-};
+enum kind { COUNTER, GAUGE };
 
 struct series {
     enum kind kind;
@@ -37,7 +29,6 @@ struct series {
         uint64_t counter;
         int64_t gauge;
     } v;
-    struct pm_histogram *hist;
 };
 
 struct pm_metrics {
@@ -68,11 +59,6 @@ pm_metrics_free(struct pm_metrics *m)
         free(s->name);
         free(s->labels);
         free(s->help);
-        if (s->hist != NULL) {
-            free(s->hist->bounds);
-            free(s->hist->counts);
-            free(s->hist);
-        }
         free(s);
     }
     free(m->s);
@@ -118,70 +104,9 @@ pm_metrics_gauge(struct pm_metrics *m, const char *name, const char *labels,
     return &lookup(m, GAUGE, name, labels, help)->v.gauge;
 }
 
-struct pm_histogram *
-pm_metrics_histogram(struct pm_metrics *m, const char *name, const char *labels,
-                     const char *help, const double *bounds, size_t n)
-{
-    struct series *s = lookup(m, HISTOGRAM, name, labels, help);
-
-    if (s->hist == NULL) {
-        s->hist = pm_xcalloc(1, sizeof *s->hist);
-        s->hist->bounds = pm_xmalloc(n * sizeof *bounds);
-        memcpy(s->hist->bounds, bounds, n * sizeof *bounds);
-        s->hist->counts = pm_xcalloc(n + 1, sizeof *s->hist->counts);
-        s->hist->n = n;
-    }
-    return s->hist;
-}
-
-void
-pm_histogram_observe(struct pm_histogram *h, double v)
-{
-    size_t i = 0;
-
-    while (i < h->n && v > h->bounds[i])
-        i++;
-    h->counts[i]++;
-    h->sum += v;
-    h->count++;
-}
-
-static void
-render_hist(struct evbuffer *out, const struct series *s)
-{
-    const struct pm_histogram *h = s->hist;
-    const char *sep = s->labels[0] ? "," : "";
-    uint64_t cum = 0;
-    size_t i;
-
-    for (i = 0; i <= h->n; i++) {
-        cum += h->counts[i];
-        if (i < h->n)
-            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", s->name,
-                                s->labels, sep, h->bounds[i],
-                                (unsigned long long)cum);
-        else
-            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n",
-                                s->name, s->labels, sep,
-                                (unsigned long long)cum);
-    }
-    if (s->labels[0]) {
-        evbuffer_add_printf(out, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n",
-                            s->name, s->labels, h->sum, s->name, s->labels,
-                            (unsigned long long)h->count);
-    } else {
-        evbuffer_add_printf(out, "%s_sum %.9g\n%s_count %llu\n", s->name,
-                            h->sum, s->name, (unsigned long long)h->count);
-    }
-}
-
 static void
 render_series(struct evbuffer *out, const struct series *s)
 {
-    if (s->kind == HISTOGRAM) {
-        render_hist(out, s);
-        return;
-    }
     if (s->labels[0])
         evbuffer_add_printf(out, "%s{%s} ", s->name, s->labels);
     else
@@ -271,7 +196,7 @@ render_process(struct pm_metrics *m, struct evbuffer *out)
 void
 pm_metrics_render(struct pm_metrics *m, struct evbuffer *out)
 {
-    static const char *const types[] = {"counter", "gauge", "histogram"};
+    static const char *const types[] = {"counter", "gauge"};
     bool *done = pm_xcalloc(m->n ? m->n : 1, sizeof *done);
     size_t i, j;
 
@@ -293,7 +218,7 @@ pm_metrics_render(struct pm_metrics *m, struct evbuffer *out)
 
 /* EMF metric name: name, or name.labelvalues for a labelled series. */
 static char *
-emf_name(const struct series *s, const char *suffix)
+emf_name(const struct series *s)
 {
     char lab[128];
     size_t i, n = 0;
@@ -306,7 +231,7 @@ emf_name(const struct series *s, const char *suffix)
         lab[n++] = (c == '=' || c == ',') ? '_' : c;
     }
     lab[n] = '\0';
-    return pm_xasprintf("%s%s%s%s", s->name, suffix, n ? "." : "", lab);
+    return pm_xasprintf("%s%s%s", s->name, n ? "." : "", lab);
 }
 
 void
@@ -345,11 +270,10 @@ pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
     /* CloudWatch takes at most 100 metrics per directive. */
     for (i = 0; i < m->n && count < 100; i++) {
         const struct series *s = m->s[i];
-        char *name = emf_name(s, s->kind == HISTOGRAM ? "_count" : "");
+        char *name = emf_name(s);
         cJSON *md = cJSON_CreateObject();
-        double v = s->kind == COUNTER ? (double)s->v.counter
-                   : s->kind == GAUGE ? (double)s->v.gauge
-                                      : (double)s->hist->count;
+        double v =
+            s->kind == COUNTER ? (double)s->v.counter : (double)s->v.gauge;
 
         cJSON_AddStringToObject(md, "Name", name);
         cJSON_AddStringToObject(md, "Unit", "Count");

@@ -1,5 +1,5 @@
 /*
- * pm_metrics: a registry of counters, gauges and histograms rendered as
+ * pm_metrics: a registry of counters and gauges rendered as
  * Prometheus text (with process metrics from /proc) and, when
  * metrics.emf is on, as CloudWatch Embedded Metric Format lines.
  * Series are created once and updated through the returned pointer, so
@@ -13,7 +13,6 @@
 
 struct evbuffer;
 struct pm_metrics;
-struct pm_histogram;
 
 struct pm_metrics *pm_metrics_new(void);
 void pm_metrics_free(struct pm_metrics *m);
@@ -28,18 +27,11 @@ uint64_t *pm_metrics_counter(struct pm_metrics *m, const char *name,
                              const char *labels, const char *help);
 int64_t *pm_metrics_gauge(struct pm_metrics *m, const char *name,
                           const char *labels, const char *help);
-/* bounds: ascending upper bounds (copied), +Inf is implicit. */
-struct pm_histogram *pm_metrics_histogram(struct pm_metrics *m,
-                                          const char *name, const char *labels,
-                                          const char *help,
-                                          const double *bounds, size_t n);
-void pm_histogram_observe(struct pm_histogram *h, double v);
-
 /* Append every series, then process_* metrics, in Prometheus text. */
 void pm_metrics_render(struct pm_metrics *m, struct evbuffer *out);
 /*
  * Print one CloudWatch EMF JSON line to stdout with every counter and
- * gauge (histograms as _count and _sum) under namespace, dimension role.
+ * gauge under namespace, dimension role.
  */
 void pm_metrics_emit_emf(struct pm_metrics *m, const char *ns,
                          const char *role);

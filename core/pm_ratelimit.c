@@ -148,9 +148,3 @@ pm_iptable_sweep(struct pm_iptable *t, const struct pm_rate *r, uint64_t now_ms)
         free(e);
     }
 }
-
-unsigned
-pm_iptable_size(const struct pm_iptable *t)
-{
-    return HASH_COUNT(t->map);
-}

@@ -35,6 +35,5 @@ bool pm_iptable_rate_take(struct pm_iptable *t, const char *ip,
 /* Drop entries with no connections whose bucket has refilled. */
 void pm_iptable_sweep(struct pm_iptable *t, const struct pm_rate *r,
                       uint64_t now_ms);
-unsigned pm_iptable_size(const struct pm_iptable *t);
 
 #endif

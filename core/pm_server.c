@@ -333,17 +333,6 @@ serve_metrics(struct pm_server *srv, struct pm_conn *c)
     evbuffer_free(b);
 }
 
-static void
-respond_text(struct pm_conn *c, int status, const char *extra)
-{
-    char body[128];
-    int n =
-        snprintf(body, sizeof body, "%d %s\n", status, pm_http_reason(status));
-
-    pm_conn_http_respond(c, status, "text/plain; charset=utf-8", extra, body,
-                         (size_t)n);
-}
-
 /* Serve /health, /ready, /metrics and aliases; false if not ours. */
 static bool
 serve_core(struct pm_server *srv, struct pm_conn *c,
@@ -363,7 +352,7 @@ serve_core(struct pm_server *srv, struct pm_conn *c,
         return false;
     if (!pm_strcaseeq(req->method, req->method_len, "GET") &&
         !pm_strcaseeq(req->method, req->method_len, "HEAD")) {
-        respond_text(c, 405, "Allow: GET, HEAD\r\n");
+        pm_conn_http_status(c, 405, "Allow: GET, HEAD\r\n");
         return true;
     }
     if (what == HEALTH)
@@ -390,40 +379,40 @@ upgrade(struct pm_server *srv, struct pm_conn *c,
     ver = pm_http_header_get(req, "sec-websocket-version");
     if (!pm_strcaseeq(req->method, req->method_len, "GET") || req->minor < 1 ||
         key == NULL || !pm_ws_key_valid(key->value, key->value_len)) {
-        respond_text(c, 400, NULL);
+        pm_conn_http_status(c, 400, NULL);
         return;
     }
     if (ver == NULL || !pm_strcaseeq(ver->value, ver->value_len, "13")) {
-        respond_text(c, 426, "Sec-WebSocket-Version: 13\r\n");
+        pm_conn_http_status(c, 426, "Sec-WebSocket-Version: 13\r\n");
         return;
     }
     if (srv->draining) {
-        respond_text(c, 503, NULL);
+        pm_conn_http_status(c, 503, NULL);
         return;
     }
     origin = pm_http_header_get(req, "origin");
     if (conf->origin_allow != NULL && origin != NULL &&
         !list_has(conf->origin_allow, origin->value, origin->value_len)) {
         count_rejected(srv, "origin");
-        respond_text(c, 403, NULL);
+        pm_conn_http_status(c, 403, NULL);
         return;
     }
     if (conf->max_connections > 0 &&
         *srv->stats.ws_open >= conf->max_connections) {
         count_rejected(srv, "max_connections");
-        respond_text(c, 503, NULL);
+        pm_conn_http_status(c, 503, NULL);
         return;
     }
     if (pm_iptable_conn_acquire(srv->ips, c->ip,
                                 (uint32_t)conf->per_ip_connections) != PM_OK) {
         count_rejected(srv, "per_ip_connections");
-        respond_text(c, 429, NULL);
+        pm_conn_http_status(c, 429, NULL);
         return;
     }
     c->ip_counted = true;
     if (srv->role->ws_upgrade == NULL ||
         srv->role->ws_upgrade(srv->role_state, c, req, &status) != PM_OK) {
-        respond_text(c, status ? status : 404, NULL);
+        pm_conn_http_status(c, status ? status : 404, NULL);
         return;
     }
     pm_ws_accept_key(key->value, key->value_len, accept);
@@ -454,13 +443,13 @@ pm_server_request(struct pm_server *srv, struct pm_conn *c,
     if (serve_core(srv, c, req))
         return;
     if (c->admin) {
-        respond_text(c, 404, NULL);
+        pm_conn_http_status(c, 404, NULL);
         return;
     }
     if (!pm_iptable_rate_take(srv->ips, c->ip, &srv->conf->per_ip_rate,
                               pm_now_ms())) {
         count_rejected(srv, "per_ip_rate");
-        respond_text(c, 429, "Retry-After: 1\r\n");
+        pm_conn_http_status(c, 429, "Retry-After: 1\r\n");
         return;
     }
     if (req->upgrade_websocket ||
@@ -472,7 +461,7 @@ pm_server_request(struct pm_server *srv, struct pm_conn *c,
              ? srv->role->http(srv->role_state, c, req, body, body_len)
              : PM_ENOTFOUND;
     if (rv != PM_OK)
-        respond_text(c, 404, NULL);
+        pm_conn_http_status(c, 404, NULL);
 }
 
 void

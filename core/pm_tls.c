@@ -33,7 +33,7 @@ struct pm_tls {
     SSL_CTX *ctx;
 };
 
-int
+bool
 pm_tls_wanted(const struct pm_tls_conf *conf)
 {
     return conf->cert != NULL || conf->key != NULL || conf->cert_pem != NULL ||

@@ -9,6 +9,7 @@
 #ifndef PM_TLS_H
 #define PM_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct bufferevent;
@@ -25,7 +26,7 @@ struct pm_tls_conf {
 };
 
 /* True when the conf asks for TLS at all. */
-int pm_tls_wanted(const struct pm_tls_conf *conf);
+bool pm_tls_wanted(const struct pm_tls_conf *conf);
 /* Build a context; NULL with a reason in err on failure. */
 struct pm_tls *pm_tls_new(const struct pm_tls_conf *conf, char *err,
                           size_t errlen);

@@ -17,36 +17,6 @@
 
 const char pm_version[] = PACKAGE_VERSION;
 
-const char *
-pm_strerror(int err)
-{
-    switch (err) {
-    case PM_OK:
-        return "ok";
-    case PM_EINVAL:
-        return "invalid argument";
-    case PM_ENOMEM:
-        return "out of memory";
-    case PM_EIO:
-        return "input/output error";
-    case PM_EPROTO:
-        return "protocol error";
-    case PM_EAGAIN:
-        return "incomplete";
-    case PM_ECLOSED:
-        return "closed";
-    case PM_ETIMEDOUT:
-        return "timed out";
-    case PM_EUNAVAIL:
-        return "unavailable";
-    case PM_ELIMIT:
-        return "limit reached";
-    case PM_ENOTFOUND:
-        return "not found";
-    }
-    return "unknown error";
-}
-
 void
 pm_assert_fail(const char *what, const char *file, int line)
 {
@@ -140,12 +110,6 @@ pm_now_ms(void)
 }
 
 uint64_t
-pm_now_ns(void)
-{
-    return clock_ns(CLOCK_MONOTONIC);
-}
-
-uint64_t
 pm_wall_ms(void)
 {
     return clock_ns(CLOCK_REALTIME) / 1000000ull;
@@ -158,41 +122,6 @@ pm_random_bytes(void *buf, size_t n)
         fprintf(stderr, "p2pmesh: random number generator failed\n");
         abort();
     }
-}
-
-void
-pm_random_hex(char *out, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char b[64];
-    size_t i, done = 0;
-
-    while (done < n) {
-        size_t k = n - done < sizeof b ? n - done : sizeof b;
-
-        pm_random_bytes(b, k);
-        for (i = 0; i < k; i++) {
-            out[2 * (done + i)] = hex[b[i] >> 4];
-            out[2 * (done + i) + 1] = hex[b[i] & 15];
-        }
-        done += k;
-    }
-    out[2 * n] = '\0';
-}
-
-void
-pm_uuid_v4(char out[37])
-{
-    unsigned char b[16];
-
-    pm_random_bytes(b, sizeof b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-             "%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-             b[11], b[12], b[13], b[14], b[15]);
 }
 
 size_t

@@ -32,9 +32,6 @@ enum pm_err {
 /* The program version (PACKAGE_VERSION), for banners and /health. */
 extern const char pm_version[];
 
-/* Static text for an error code, e.g. "invalid argument". */
-const char *pm_strerror(int err);
-
 /* Abort with a fatal log line when an internal invariant breaks. */
 #define PM_ASSERT(cond)                                                        \
     do {                                                                       \
@@ -55,15 +52,9 @@ char *pm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Monotonic milliseconds (CLOCK_MONOTONIC) and wall-clock milliseconds. */
 uint64_t pm_now_ms(void);
 uint64_t pm_wall_ms(void);
-/* Monotonic nanoseconds, for latency measurement. */
-uint64_t pm_now_ns(void);
 
 /* Cryptographically random bytes; aborts if the RNG fails. */
 void pm_random_bytes(void *buf, size_t n);
-/* n random bytes written as 2n lowercase hex characters plus NUL. */
-void pm_random_hex(char *out, size_t n);
-/* A random RFC 4122 version 4 UUID in canonical form (36 chars + NUL). */
-void pm_uuid_v4(char out[37]);
 
 /* Copy at most size-1 bytes and NUL-terminate; returns strlen(src). */
 size_t pm_strlcpy(char *dst, const char *src, size_t size);

@@ -183,3 +183,38 @@ def test_emf_lines(server_factory):
     for n in names:
         assert isinstance(line[n], (int, float)), n
     assert line["role"] == "signaling" and isinstance(line["_aws"]["Timestamp"], (int, float))
+
+
+def test_tls_min_version_1_3_refuses_tls_1_2(server_factory, tls_cert):
+    import ssl
+    cert, key = tls_cert
+    srv = server_factory("--tls.cert=%s" % cert, "--tls.key=%s" % key,
+                         "--tls.min_version=1.3")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(ssl.SSLError):
+        http_get(srv.port, "/health", ssl_context=ctx)
+    ctx13 = ssl.create_default_context(cafile=str(cert))
+    assert http_get(srv.port, "/health", ssl_context=ctx13).status == 200
+
+
+def test_log_format_text(server_factory):
+    srv = server_factory("--log.format=text")
+    lines = [l for l in srv.stdout_text().splitlines() if l.strip()]
+    assert lines, "no log lines"
+    for l in lines:
+        assert not l.startswith("{"), l
+    # "<ts> <level> <event>: <msg> key=value"
+    assert any(" info  listening: serving" in l and "url=http://" in l
+               for l in lines), lines
+
+
+def test_emf_namespace(server_factory):
+    srv = server_factory("--metrics.emf=true", "--metrics.interval=1s",
+                         "--metrics.namespace=MyApp/Signaling")
+    deadline = time.monotonic() + 5
+    emf = []
+    while time.monotonic() < deadline and not emf:
+        emf = [l for l in srv.logs() if "_aws" in l]
+        time.sleep(0.2)
+    assert emf and emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "MyApp/Signaling"

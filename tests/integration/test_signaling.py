@@ -830,3 +830,67 @@ def test_y_webrtc_messages_say_not_implemented(server, mtype):
             await close_all([ws])
 
     run(go())
+
+
+# ------------------------------------------------------------- caps
+
+
+def test_realm_is_full(server_factory):
+    srv = server_factory("--signaling.max_peers_per_realm=2")
+
+    async def go():
+        peers = await join_all(srv.ws_url, ["aa", "bb"])
+        ws = await ws_connect(srv.ws_url)
+        other = await ws_connect(srv.ws_url + "?room=elsewhere")
+        try:
+            await ws.send(json.dumps({"type": "join", "peerId": "cc"}))
+            assert await recv_json(ws) == err("Realm is full.")
+            # another realm has its own count; a takeover is not a new peer
+            await other.send(json.dumps({"type": "join", "peerId": "cc"}))
+            assert (await recv_json(other))["type"] == "bootstrap_peers"
+            await ws.send(json.dumps({"type": "join", "peerId": "aa"}))
+            assert (await recv_json(ws))["type"] == "bootstrap_peers"
+        finally:
+            await close_all(list(peers.values()) + [ws, other])
+
+    run(go())
+
+
+def test_announcements_go_to_the_nearest_only(server_factory):
+    srv = server_factory("--signaling.announce_max=2")
+    ids = ["01", "02", "04", "08", "10"]
+
+    async def go():
+        peers = {}
+        for pid in ids:  # join one by one, reading only what is announced
+            ws, _ = await join(srv.ws_url, pid)
+            peers[pid] = ws
+        for ws in peers.values():  # drop what earlier joins announced
+            while True:
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.3)
+                except asyncio.TimeoutError:
+                    break
+        try:
+            ws, _ = await join(srv.ws_url, "00")
+            peers["00"] = ws
+            told = []
+            for pid in ids:
+                try:
+                    msg = json.loads(await asyncio.wait_for(peers[pid].recv(), 0.5))
+                    assert msg == {"type": "peer_joined", "peerId": "00"}, msg
+                    told.append(pid)
+                except asyncio.TimeoutError:
+                    pass
+            assert told == xor_nearest("00", ids, 2) == ["01", "02"], told
+        finally:
+            await close_all(peers.values())
+
+    run(go())
+
+
+def test_realm_name_over_128_bytes_is_400(server):
+    with pytest.raises(HandshakeRefused) as e:
+        RawWS(server.port, path="/?room=" + "r" * 129)
+    assert e.value.resp.status == 400
+    RawWS(server.port, path="/?room=" + "r" * 128).sock.close()

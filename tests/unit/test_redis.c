@@ -189,6 +189,28 @@ collect(const struct pm_redis_reply *rep, void *arg)
         g->done = true;
 }
 
+/* LRANGE of ["a", "bc"]: the array accessors. */
+static void
+check_array(const struct pm_redis_reply *rep, void *arg)
+{
+    bool *done = arg;
+    size_t len;
+
+    ck_assert_ptr_nonnull(rep);
+    ck_assert_int_eq(pm_redis_reply_type(rep), PM_REDIS_ARRAY);
+    ck_assert_uint_eq(pm_redis_reply_elements(rep), 2);
+    ck_assert_str_eq(pm_redis_reply_str(pm_redis_reply_element(rep, 0), &len),
+                     "a");
+    ck_assert_uint_eq(len, 1);
+    pm_redis_reply_str(pm_redis_reply_element(rep, 1), &len);
+    ck_assert_uint_eq(len, 2);
+    ck_assert_ptr_null(pm_redis_reply_element(rep, 2));
+    /* not an array: no elements */
+    ck_assert_uint_eq(pm_redis_reply_elements(pm_redis_reply_element(rep, 0)),
+                      0);
+    *done = true;
+}
+
 static void
 setup(void)
 {
@@ -272,6 +294,15 @@ START_TEST(pipelined_replies_in_order)
         pm_redis_command(r, collect, &g, 3, av, lens);
     }
     loop_until(&g.done, 5000);
+    {
+        bool arr = false;
+
+        pm_redis_commandv(r, NULL, NULL, "RPUSH", "list", "a", "bc", NULL);
+        pm_redis_commandv(r, check_array, &arr, "LRANGE", "list", "0", "-1",
+                          NULL);
+        loop_until(&arr, 5000);
+        ck_assert(arr);
+    }
     ck_assert_int_eq(g.n, 103);
     for (i = 0; i < 100; i++) {
         ck_assert_int_eq(g.types[i], PM_REDIS_INTEGER);
@@ -429,14 +460,15 @@ END_TEST
 
 START_TEST(tls_with_private_ca)
 {
-    char dir[] = "/tmp/pmredistlsXXXXXX", cmd[2048], ca[128], crt[128],
-         key[128], url[96];
+    char dir[256], cmd[2048], ca[300], crt[300], key[300], url[96];
     int port = free_port(), tport = free_port();
     struct state st = {0}, st2 = {0};
     struct got g = {.want = 1};
     struct pm_redis *r, *untrusted;
     pid_t pid;
 
+    snprintf(dir, sizeof dir, "%s/pmredistlsXXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : P_tmpdir);
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(cmd, sizeof cmd,
              "cd %s && openssl req -x509 -newkey ec -pkeyopt "
