@@ -284,18 +284,6 @@ pm_http_parse(const char *buf, size_t len, size_t max_head,
     return interpret(req, status);
 }
 
-static int
-hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Locate the raw value of query parameter name; false if absent. */
 static bool
 find_param(const struct pm_http_request *req, const char *name, const char **v,
@@ -325,28 +313,10 @@ pm_http_query_param(const struct pm_http_request *req, const char *name,
                     char *out, size_t outlen)
 {
     const char *v, *pe;
-    size_t n = 0;
 
     if (req->query == NULL || !find_param(req, name, &v, &pe))
         return PM_ENOTFOUND;
-    if (outlen == 0)
-        return PM_ELIMIT;
-    for (; v < pe; v++) {
-        int c = (unsigned char)*v;
-
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%' && pe - v > 2 && hexval(v[1]) >= 0 &&
-                   hexval(v[2]) >= 0) {
-            c = hexval(v[1]) * 16 + hexval(v[2]);
-            v += 2;
-        }
-        if (n + 1 >= outlen)
-            return PM_ELIMIT;
-        out[n++] = (char)c;
-    }
-    out[n] = '\0';
-    return PM_OK;
+    return pm_percent_decode(v, (size_t)(pe - v), true, out, outlen);
 }
 
 const char *

@@ -69,30 +69,6 @@ struct pm_redis {
 
 /* ---- URL ----------------------------------------------------------- */
 
-static int
-url_decode(const char *s, size_t n, char *out, size_t outlen)
-{
-    size_t i, o = 0;
-
-    for (i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-
-        if (c == '%' && i + 2 < n) {
-            unsigned v;
-
-            if (sscanf(s + i + 1, "%2x", &v) != 1)
-                return PM_EINVAL;
-            c = (int)v;
-            i += 2;
-        }
-        if (o + 1 >= outlen)
-            return PM_EINVAL;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
-    return PM_OK;
-}
-
 int
 pm_redis_url_parse(const char *url, struct pm_redis_url *out, char *err,
                    size_t errlen)
@@ -117,14 +93,14 @@ pm_redis_url_parse(const char *url, struct pm_redis_url *out, char *err,
         const char *colon = memchr(p, ':', (size_t)(at - p));
 
         if (colon != NULL) {
-            if (url_decode(p, (size_t)(colon - p), out->user,
-                           sizeof out->user) != PM_OK ||
-                url_decode(colon + 1, (size_t)(at - colon - 1), out->password,
-                           sizeof out->password) != PM_OK)
+            if (pm_percent_decode(p, (size_t)(colon - p), false, out->user,
+                                  sizeof out->user) != PM_OK ||
+                pm_percent_decode(colon + 1, (size_t)(at - colon - 1), false,
+                                  out->password, sizeof out->password) != PM_OK)
                 return pm_errf(err, errlen, PM_EINVAL,
                                "redis.url: bad user or password");
-        } else if (url_decode(p, (size_t)(at - p), out->password,
-                              sizeof out->password) != PM_OK) {
+        } else if (pm_percent_decode(p, (size_t)(at - p), false, out->password,
+                                     sizeof out->password) != PM_OK) {
             return pm_errf(err, errlen, PM_EINVAL, "redis.url: bad password");
         }
         p = at + 1;

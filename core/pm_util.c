@@ -151,6 +151,44 @@ pm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
     return code;
 }
 
+static int
+hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int
+pm_percent_decode(const char *s, size_t n, bool plus_space, char *out,
+                  size_t outlen)
+{
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+
+        if (c == '+' && plus_space) {
+            c = ' ';
+        } else if (c == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+                   hexval(s[i + 2]) >= 0) {
+            c = hexval(s[i + 1]) * 16 + hexval(s[i + 2]);
+            i += 2;
+        }
+        if (o + 1 >= outlen)
+            return PM_ELIMIT;
+        out[o++] = (char)c;
+    }
+    if (outlen == 0)
+        return PM_ELIMIT;
+    out[o] = '\0';
+    return PM_OK;
+}
+
 bool
 pm_strcaseeq(const char *s, size_t len, const char *lit)
 {

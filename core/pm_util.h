@@ -61,6 +61,13 @@ size_t pm_strlcpy(char *dst, const char *src, size_t size);
 /* snprintf into an error buffer (NULL-safe); returns the code given. */
 int pm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/*
+ * Decode %XX escapes of s[0..n) (and '+' as a space when plus_space) into
+ * out, NUL-ended; a '%' without two hex digits stays as it is. PM_OK, or
+ * PM_ELIMIT when out (outlen bytes) is too small.
+ */
+int pm_percent_decode(const char *s, size_t n, bool plus_space, char *out,
+                      size_t outlen);
 /* Case-insensitive compare of a counted string with a C string. */
 bool pm_strcaseeq(const char *s, size_t len, const char *lit);
 
