@@ -39,6 +39,7 @@ static void conn_read_cb(void *arg);
 static void conn_drained_cb(void *arg);
 static void conn_error_cb(void *arg, bool eof);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void http_read(struct pm_conn *c);
 
 static const struct pm_core_conf *
 conf_of(const struct pm_conn *c)
@@ -103,7 +104,38 @@ conn_free_cb(void *arg)
     pm_stream_free(c->stream);
     event_free(c->timer);
     pm_ws_parser_close(&c->ws);
-    free(c);
+    c->freed = true;
+    if (c->refs == 0)
+        free(c);
+}
+
+void
+pm_conn_ref(struct pm_conn *c)
+{
+    c->refs++;
+}
+
+void
+pm_conn_unref(struct pm_conn *c)
+{
+    PM_ASSERT(c->refs > 0);
+    if (--c->refs == 0 && c->freed)
+        free(c);
+}
+
+bool
+pm_conn_alive(const struct pm_conn *c)
+{
+    return c->state != PM_CONN_DEAD && c->state != PM_CONN_CLOSING;
+}
+
+void
+pm_conn_http_wait(struct pm_conn *c)
+{
+    if (c->state != PM_CONN_HTTP_HEAD)
+        return; /* answered already */
+    c->state = PM_CONN_HTTP_WAIT;
+    arm(c, conf_of(c)->http_header_timeout);
 }
 
 /* Tell the role (once) that a WebSocket connection is going away. */
@@ -158,15 +190,22 @@ pm_conn_http_respond(struct pm_conn *c, int status, const char *ctype,
 {
     bool keep =
         c->req_keep_alive && status < 400 && !pm_server_is_draining(c->srv);
+    bool late = c->state == PM_CONN_HTTP_WAIT;
 
-    if (c->state != PM_CONN_HTTP_HEAD)
+    if (c->state != PM_CONN_HTTP_HEAD && !late)
         return;
     pm_http_write_response(pm_stream_output(c->stream), status, ctype,
                            extra_headers, body, len, keep, c->req_head);
-    if (keep)
-        c->state = PM_CONN_HTTP_IDLE; /* answered: ready for the next one */
-    else
+    if (!keep) {
         pm_conn_close(c);
+        return;
+    }
+    c->state = PM_CONN_HTTP_IDLE; /* answered: ready for the next one */
+    if (late) { /* requests pipelined behind this one, or the idle timer */
+        event_del(c->timer);
+        arm(c, conf_of(c)->http_keepalive_timeout);
+        http_read(c);
+    }
 }
 
 void
@@ -247,7 +286,7 @@ http_read(struct pm_conn *c)
             return;
         }
         if (c->state != PM_CONN_HTTP_IDLE)
-            return; /* upgraded or closing */
+            return; /* upgraded, closing or answered later */
         arm(c, conf->http_keepalive_timeout);
     }
 }
@@ -472,6 +511,12 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         break;
     case PM_CONN_HTTP_IDLE:
         conn_kill(c, PM_WS_ABNORMAL);
+        break;
+    case PM_CONN_HTTP_WAIT:
+        pm_log_kv(PM_LOG_WARN, "http_answer_timeout",
+                  "the role did not answer in time", "ip", c->ip, NULL);
+        c->req_keep_alive = false;
+        pm_conn_http_status(c, 504, NULL);
         break;
     case PM_CONN_WS_OPEN:
         now = pm_now_ms();

@@ -56,7 +56,17 @@ void pm_conn_ws_close(struct pm_conn *c, uint16_t code, const char *reason);
 void pm_conn_close(struct pm_conn *c);
 
 /*
- * Answer the HTTP request being handled on c (role http hooks): status,
+ * Keep c's memory valid past its close (for an answer given later): every
+ * pm_conn_ref needs one pm_conn_unref. A closed c ignores every call.
+ */
+void pm_conn_ref(struct pm_conn *c);
+void pm_conn_unref(struct pm_conn *c);
+/* True while c can still be answered or written to. */
+bool pm_conn_alive(const struct pm_conn *c);
+
+/*
+ * Answer the HTTP request being handled on c (role http hooks, or later
+ * for a hook that returned PM_EAGAIN): status,
  * content type, extra header lines ("Name: value\r\n", may be NULL) and
  * body (copied). Keep-alive follows the request.
  */

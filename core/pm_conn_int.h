@@ -22,6 +22,7 @@ struct pm_stream;
 enum pm_conn_state {
     PM_CONN_HTTP_IDLE, /* waiting for a request (keep-alive timer) */
     PM_CONN_HTTP_HEAD, /* reading a request (header deadline) */
+    PM_CONN_HTTP_WAIT, /* the role answers later (header deadline) */
     PM_CONN_WS_OPEN,
     PM_CONN_WS_CLOSING, /* close frame sent, waiting for the echo */
     PM_CONN_CLOSING,    /* flushing output, then freed */
@@ -39,7 +40,9 @@ struct pm_conn {
     bool ip_counted;     /* holds a per-IP connection slot */
     bool req_keep_alive; /* of the request being answered */
     bool req_head;       /* HEAD request: no body in the answer */
+    bool freed;          /* resources released; memory kept for refs */
     uint32_t refused;    /* consecutive rate-limited messages */
+    uint32_t refs;       /* pm_conn_ref holds on the struct */
     uint64_t last_rx_ms;
     struct pm_bucket bucket;
     struct pm_ws_parser ws;
@@ -73,6 +76,8 @@ void pm_conn_ws_start(struct pm_conn *c);
 /* Answer the current request with "<status> <reason>" as plain text. */
 void pm_conn_http_status(struct pm_conn *c, int status,
                          const char *extra_headers);
+/* The role will answer the current request later (its hook said so). */
+void pm_conn_http_wait(struct pm_conn *c);
 /* Shutdown: WebSocket clients get close 1001, idle HTTP is closed. */
 void pm_conn_drain(struct pm_conn *c);
 

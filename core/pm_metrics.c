@@ -20,7 +20,15 @@
 #include "pm_metrics.h"
 #include "pm_util.h"
 
-enum kind { COUNTER, GAUGE };
+enum kind { COUNTER, GAUGE, HISTOGRAM };
+
+struct pm_histogram {
+    double *bounds; /* upper bounds, ascending; +Inf is implied */
+    uint64_t *counts;
+    size_t n;
+    double sum;
+    uint64_t count;
+};
 
 struct series {
     enum kind kind;
@@ -29,6 +37,7 @@ struct series {
         uint64_t counter;
         int64_t gauge;
     } v;
+    struct pm_histogram h;
 };
 
 struct pm_metrics {
@@ -59,6 +68,8 @@ pm_metrics_free(struct pm_metrics *m)
         free(s->name);
         free(s->labels);
         free(s->help);
+        free(s->h.bounds);
+        free(s->h.counts);
         free(s);
     }
     free(m->s);
@@ -104,9 +115,68 @@ pm_metrics_gauge(struct pm_metrics *m, const char *name, const char *labels,
     return &lookup(m, GAUGE, name, labels, help)->v.gauge;
 }
 
+struct pm_histogram *
+pm_metrics_histogram(struct pm_metrics *m, const char *name, const char *labels,
+                     const char *help, const double *bounds, size_t n)
+{
+    struct series *s = lookup(m, HISTOGRAM, name, labels, help);
+
+    if (s->h.bounds == NULL) {
+        s->h.bounds = pm_xmalloc(n * sizeof *s->h.bounds);
+        memcpy(s->h.bounds, bounds, n * sizeof *bounds);
+        s->h.counts = pm_xcalloc(n + 1, sizeof *s->h.counts);
+        s->h.n = n;
+    }
+    return &s->h;
+}
+
+void
+pm_histogram_observe(struct pm_histogram *h, double v)
+{
+    size_t i = 0;
+
+    while (i < h->n && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+static void
+render_histogram(struct evbuffer *out, const struct series *s)
+{
+    const char *sep = s->labels[0] ? "," : "";
+    uint64_t cum = 0;
+    size_t i;
+
+    for (i = 0; i <= s->h.n; i++) {
+        cum += s->h.counts[i];
+        if (i < s->h.n)
+            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", s->name,
+                                s->labels, sep, s->h.bounds[i],
+                                (unsigned long long)cum);
+        else
+            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n",
+                                s->name, s->labels, sep,
+                                (unsigned long long)cum);
+    }
+    if (s->labels[0]) {
+        evbuffer_add_printf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n",
+                            s->name, s->labels, s->h.sum, s->name, s->labels,
+                            (unsigned long long)s->h.count);
+    } else {
+        evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %llu\n", s->name,
+                            s->h.sum, s->name, (unsigned long long)s->h.count);
+    }
+}
+
 static void
 render_series(struct evbuffer *out, const struct series *s)
 {
+    if (s->kind == HISTOGRAM) {
+        render_histogram(out, s);
+        return;
+    }
     if (s->labels[0])
         evbuffer_add_printf(out, "%s{%s} ", s->name, s->labels);
     else
@@ -196,7 +266,7 @@ render_process(struct pm_metrics *m, struct evbuffer *out)
 void
 pm_metrics_render(struct pm_metrics *m, struct evbuffer *out)
 {
-    static const char *const types[] = {"counter", "gauge"};
+    static const char *const types[] = {"counter", "gauge", "histogram"};
     bool *done = pm_xcalloc(m->n ? m->n : 1, sizeof *done);
     size_t i, j;
 
@@ -270,10 +340,15 @@ pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
     /* CloudWatch takes at most 100 metrics per directive. */
     for (i = 0; i < m->n && count < 100; i++) {
         const struct series *s = m->s[i];
-        char *name = emf_name(s);
-        cJSON *md = cJSON_CreateObject();
-        double v =
-            s->kind == COUNTER ? (double)s->v.counter : (double)s->v.gauge;
+        char *name;
+        cJSON *md;
+        double v;
+
+        if (s->kind == HISTOGRAM)
+            continue; /* EMF carries counts; the scrape has the buckets */
+        name = emf_name(s);
+        md = cJSON_CreateObject();
+        v = s->kind == COUNTER ? (double)s->v.counter : (double)s->v.gauge;
 
         cJSON_AddStringToObject(md, "Name", name);
         cJSON_AddStringToObject(md, "Unit", "Count");

@@ -1,5 +1,5 @@
 /*
- * pm_metrics: a registry of counters and gauges rendered as
+ * pm_metrics: a registry of counters, gauges and histograms rendered as
  * Prometheus text (with process metrics from /proc) and, when
  * metrics.emf is on, as CloudWatch Embedded Metric Format lines.
  * Series are created once and updated through the returned pointer, so
@@ -27,6 +27,16 @@ uint64_t *pm_metrics_counter(struct pm_metrics *m, const char *name,
                              const char *labels, const char *help);
 int64_t *pm_metrics_gauge(struct pm_metrics *m, const char *name,
                           const char *labels, const char *help);
+/*
+ * A histogram series with fixed upper bounds (ascending, copied; +Inf is
+ * added). Observe values in the unit of the name (seconds).
+ */
+struct pm_histogram;
+struct pm_histogram *pm_metrics_histogram(struct pm_metrics *m,
+                                          const char *name, const char *labels,
+                                          const char *help,
+                                          const double *bounds, size_t n);
+void pm_histogram_observe(struct pm_histogram *h, double v);
 /* Append every series, then process_* metrics, in Prometheus text. */
 void pm_metrics_render(struct pm_metrics *m, struct evbuffer *out);
 /*

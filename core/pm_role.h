@@ -50,7 +50,10 @@ struct pm_role {
 
     /* A plain HTTP request core did not answer itself. Respond with
      * pm_conn_http_respond and return PM_OK, or PM_ENOTFOUND for a 404.
-     * body holds the request body (Content-Length bytes). */
+     * body holds the request body (Content-Length bytes). To answer later
+     * (after a Redis reply), take pm_conn_ref(c) and return PM_EAGAIN;
+     * then pm_conn_http_respond (ignored if the client left) and
+     * pm_conn_unref. Unanswered after http.header_timeout: 504. */
     int (*http)(void *state, struct pm_conn *c,
                 const struct pm_http_request *req, const uint8_t *body,
                 size_t body_len);

@@ -75,6 +75,8 @@ static struct pm_conf_key core_keys[] = {
      "redis:// or rediss:// URL (empty: embedded in-memory state)"},
     {"redis.require_tls", PM_CONF_BOOL, OFF(redis_require_tls), "false", 0, 0,
      NULL, "refuse to start unless redis.url is rediss://"},
+    {"redis.tls_ca", PM_CONF_STRING, OFF(redis_tls_ca), NULL, 0, 0, NULL,
+     "CA file that signs a rediss:// server (default: the system store)"},
     {"redis.key_prefix", PM_CONF_STRING, OFF(redis_key_prefix), NULL, 0, 0,
      NULL, "prefix of every Redis key (default: the role name)"},
     {"database.url", PM_CONF_SECRET, OFF(database_url), NULL, 0, 0, NULL,
@@ -460,7 +462,9 @@ pm_server_request(struct pm_server *srv, struct pm_conn *c,
     rv = srv->role->http
              ? srv->role->http(srv->role_state, c, req, body, body_len)
              : PM_ENOTFOUND;
-    if (rv != PM_OK)
+    if (rv == PM_EAGAIN)
+        pm_conn_http_wait(c);
+    else if (rv != PM_OK)
         pm_conn_http_status(c, 404, NULL);
 }
 

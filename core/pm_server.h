@@ -32,6 +32,7 @@ struct pm_core_conf {
     uint64_t metrics_interval;
     char *redis_url;
     bool redis_require_tls;
+    char *redis_tls_ca;
     char *redis_key_prefix;
     char *database_url;
     char *jwt_secret;

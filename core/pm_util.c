@@ -115,6 +115,12 @@ pm_wall_ms(void)
     return clock_ns(CLOCK_REALTIME) / 1000000ull;
 }
 
+uint64_t
+pm_wall_us(void)
+{
+    return clock_ns(CLOCK_REALTIME) / 1000ull;
+}
+
 void
 pm_random_bytes(void *buf, size_t n)
 {

@@ -52,6 +52,7 @@ char *pm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Monotonic milliseconds (CLOCK_MONOTONIC) and wall-clock milliseconds. */
 uint64_t pm_now_ms(void);
 uint64_t pm_wall_ms(void);
+uint64_t pm_wall_us(void); /* wall clock, microseconds */
 
 /* Cryptographically random bytes; aborts if the RNG fails. */
 void pm_random_bytes(void *buf, size_t n);

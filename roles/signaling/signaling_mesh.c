@@ -68,9 +68,15 @@ send_to_all(struct sig_client **to, size_t n, const cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
     size_t len = strlen(s), i;
+    struct pm_conn **conns = pm_xmalloc(n * sizeof *conns);
 
+    /* A send can drop a slow reader, and its departure free other
+     * clients: take the connections (freed only later) first. */
     for (i = 0; i < n; i++)
-        pm_conn_ws_send(to[i]->conn, PM_WS_TEXT, s, len);
+        conns[i] = to[i]->conn;
+    for (i = 0; i < n; i++)
+        pm_conn_ws_send(conns[i], PM_WS_TEXT, s, len);
+    free(conns);
     free(s);
 }
 
@@ -87,43 +93,90 @@ nearest(struct sig_client *c, const char *id, size_t k, struct nearest *out)
     out->n = k ? sig_realm_nearest(c->realm, id, c, k, out->v) : 0;
 }
 
-/* {"type":type,"peerId":id} to the first n peers of near. */
+/*
+ * {"type":type,"peerId":id} to the local ones among the first n peers of
+ * near (in cluster mode each instance tells its own peers).
+ */
 static void
 announce(const struct nearest *near, size_t n, const char *type, const char *id)
 {
+    struct sig_client **local;
+    size_t i, m = 0;
     cJSON *o;
 
     if (n > near->n)
         n = near->n;
-    if (n == 0)
+    local = pm_xmalloc((n ? n : 1) * sizeof *local);
+    for (i = 0; i < n; i++)
+        if (near->v[i]->conn != NULL && near->v[i]->dialect == SIG_MESH)
+            local[m++] = near->v[i];
+    if (m > 0) {
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", type);
+        cJSON_AddStringToObject(o, "peerId", id);
+        send_to_all(local, m, o);
+        cJSON_Delete(o);
+    }
+    free(local);
+}
+
+/* Tell the nearest local peers of r that id left (it is unregistered). */
+static void
+announce_left(struct sig *s, struct sig_realm *r, const char *id)
+{
+    struct nearest near;
+
+    /* While draining every peer is leaving: no one needs telling. */
+    if (s->stopping || s->conf->announce_max <= 0)
         return;
-    o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", type);
-    cJSON_AddStringToObject(o, "peerId", id);
-    send_to_all(near->v, n, o);
-    cJSON_Delete(o);
+    near.v = pm_xmalloc((size_t)s->conf->announce_max * sizeof *near.v);
+    near.n =
+        sig_realm_nearest(r, id, NULL, (size_t)s->conf->announce_max, near.v);
+    announce(&near, near.n, "peer_left", id);
+    free(near.v);
 }
 
 /* Unregister c's id and tell the realm (exactly once per departure). */
 void
 sig_mesh_departed(struct sig *s, struct sig_client *c)
 {
-    struct nearest near;
     char *id;
 
     if (c->id == NULL)
         return;
     id = pm_xstrdup(c->id);
     sig_realm_remove(s, c);
-    /* While draining every peer is leaving: no one needs telling. */
-    if (!s->stopping && s->conf->announce_max > 0) {
-        nearest(c, id, (size_t)s->conf->announce_max, &near);
-        announce(&near, near.n, "peer_left", id);
-        free(near.v);
-    }
+    announce_left(s, c->realm, id);
     pm_log_kv(PM_LOG_DEBUG, "peer_left", "peer left", "peer", id, "realm",
               c->realm->name, NULL);
     free(id);
+}
+
+void
+sig_mesh_remote_left(struct sig *s, struct sig_realm *r, const char *id)
+{
+    announce_left(s, r, id);
+}
+
+void
+sig_mesh_remote_joined(struct sig *s, struct sig_client *c)
+{
+    struct nearest near;
+
+    if (s->conf->announce_max <= 0)
+        return;
+    nearest(c, c->id, (size_t)s->conf->announce_max, &near);
+    announce(&near, near.n, "peer_joined", c->id);
+    free(near.v);
+}
+
+void
+sig_mesh_displaced(struct sig *s, struct sig_client *c)
+{
+    sig_send_error(c, "Another client joined with your ID.");
+    sig_realm_remove(s, c);
+    pm_conn_ws_close(c->conn, PM_WS_NORMAL,
+                     "another client joined with this id");
 }
 
 /* {"type":"bootstrap_peers","peers":[{"id":..}]} with the first n. */
@@ -164,6 +217,10 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
         sig_send_error(c, "peerId must be at most 128 bytes.");
         return;
     }
+    if (c->sub != NULL && strcmp(c->sub, id) != 0) {
+        sig_send_error(c, "peerId does not match your token.");
+        return;
+    }
     if (c->id != NULL && strcmp(c->id, id) == 0) {
         /* a repeated join: answer again */
         nearest(c, id, (size_t)s->conf->bootstrap_count, &near);
@@ -180,12 +237,12 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
     }
     if (c->id != NULL) /* a new id on the same socket replaces the old */
         sig_mesh_departed(s, c);
-    if (holder != NULL) {
+    if (holder != NULL && holder->conn != NULL) {
         /* The newcomer wins; the old socket's close must not unregister. */
-        sig_send_error(holder, "Another client joined with your ID.");
-        sig_realm_remove(s, holder);
-        pm_conn_ws_close(holder->conn, PM_WS_NORMAL,
-                         "another client joined with this id");
+        sig_mesh_displaced(s, holder);
+    } else if (holder != NULL) {
+        /* Held on another instance: our join displaces it there. */
+        sig_cluster_forget(s, holder);
     }
     sig_realm_add(s, c, id);
     (*s->stats.joins)++;
@@ -199,7 +256,7 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
     send_bootstrap(c, &near, (size_t)s->conf->bootstrap_count);
     announce(&near, (size_t)s->conf->announce_max, "peer_joined", id);
     free(near.v);
-    sig_offline_deliver(s, c);
+    sig_offline_deliver(s, c->realm, c->id);
 }
 
 static void
@@ -253,42 +310,33 @@ relay_type(const char *type)
 }
 
 void
-sig_mesh_message(struct sig *s, struct sig_client *c, const char *data,
-                 size_t len)
+sig_mesh_message(struct sig *s, struct sig_client *c, cJSON *msg,
+                 const char *type, const char *data, size_t len)
 {
-    cJSON *msg = cJSON_ParseWithLength(data, len);
-    const cJSON *type;
+    const cJSON *t;
     const char *rt;
     char text[256];
 
-    if (msg == NULL) {
-        sig_send_error(c, "Invalid JSON message format.");
-        return;
-    }
-    type = cJSON_GetObjectItemCaseSensitive(msg, "type");
-    if (!cJSON_IsObject(msg) || !cJSON_IsString(type)) {
-        char *t = type ? cJSON_PrintUnformatted(type) : NULL;
+    if (type == NULL) {
+        char *p;
 
+        t = cJSON_IsObject(msg) ? cJSON_GetObjectItemCaseSensitive(msg, "type")
+                                : NULL;
+        p = t ? cJSON_PrintUnformatted(t) : NULL;
         snprintf(text, sizeof text, "Unknown message type: %.200s",
-                 t ? t : "undefined");
-        free(t);
+                 p ? p : "undefined");
+        free(p);
         sig_send_error(c, text);
-    } else if (strcmp(type->valuestring, "join") == 0) {
+    } else if (strcmp(type, "join") == 0) {
         on_join(s, c, msg);
-    } else if (strcmp(type->valuestring, "leave") == 0) {
+    } else if (strcmp(type, "leave") == 0) {
         on_leave(s, c);
-    } else if (strcmp(type->valuestring, "ping") == 0) {
+    } else if (strcmp(type, "ping") == 0) {
         on_ping(c, msg);
-    } else if ((rt = relay_type(type->valuestring)) != NULL) {
+    } else if ((rt = relay_type(type)) != NULL) {
         on_relay(s, c, msg, data, len, rt);
-    } else if (strcmp(type->valuestring, "subscribe") == 0 ||
-               strcmp(type->valuestring, "unsubscribe") == 0 ||
-               strcmp(type->valuestring, "publish") == 0) {
-        sig_send_error(c, "The y-webrtc dialect is not implemented yet.");
     } else {
-        snprintf(text, sizeof text, "Unknown message type: %.200s",
-                 type->valuestring);
+        snprintf(text, sizeof text, "Unknown message type: %.200s", type);
         sig_send_error(c, text);
     }
-    cJSON_Delete(msg);
 }

@@ -1,15 +1,17 @@
 /*
  * signaling_offline: messages for peers that are briefly absent. Each
  * (realm, target id) has a bounded FIFO (signaling.mailbox_max); every held
- * message is also on one list ordered by expiry (the TTL is the same for
- * all, so arrival order is expiry order) and a single timer, armed for the
- * oldest, expires them and tells each sender that is still connected.
- * Loop thread.
+ * message is also on one list ordered by expiry (a realm kind has one
+ * TTL, so a new message almost always goes last) and a single timer,
+ * armed for the oldest, expires them and tells each sender. In cluster
+ * mode a message is held by its sender's instance and routed when the
+ * target registers anywhere. Loop thread.
  */
 #include "config.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <event2/event.h>
 
@@ -59,11 +61,11 @@ held_free(struct sig *s, struct sig_held *h)
 
 int
 sig_offline_hold(struct sig *s, struct sig_realm *r, const char *target,
-                 const char *from, const char *type, bool batched,
-                 const char *json, size_t len)
+                 const char *from, const char *type, const char *json,
+                 size_t len, uint64_t ttl_ms)
 {
     struct sig_box *b;
-    struct sig_held *h;
+    struct sig_held *h, *after;
 
     if (s->conf->mailbox_max <= 0)
         return PM_ELIMIT;
@@ -82,11 +84,16 @@ sig_offline_hold(struct sig *s, struct sig_realm *r, const char *target,
     h->from = pm_xstrdup(from);
     h->json = pm_xstrndup(json, len);
     h->len = len;
-    h->batched = batched;
     h->type = type;
-    h->expires_ms = pm_now_ms() + s->conf->mailbox_ttl;
+    h->expires_ms = pm_now_ms() + ttl_ms;
     TAILQ_INSERT_TAIL(&b->held, h, in_box);
-    TAILQ_INSERT_TAIL(&s->by_expiry, h, by_expiry);
+    after = TAILQ_LAST(&s->by_expiry, sig_held_list);
+    while (after != NULL && after->expires_ms > h->expires_ms)
+        after = TAILQ_PREV(after, sig_held_list, by_expiry);
+    if (after == NULL)
+        TAILQ_INSERT_HEAD(&s->by_expiry, h, by_expiry);
+    else
+        TAILQ_INSERT_AFTER(&s->by_expiry, after, h, by_expiry);
     b->n++;
     (*s->stats.queued)++;
     if (h == TAILQ_FIRST(&s->by_expiry))
@@ -95,25 +102,50 @@ sig_offline_hold(struct sig *s, struct sig_realm *r, const char *target,
 }
 
 void
-sig_offline_deliver(struct sig *s, struct sig_client *c)
+sig_offline_deliver(struct sig *s, struct sig_realm *r, const char *id)
 {
     struct sig_box *b;
     struct sig_held *h;
+    struct iovec iov;
 
-    HASH_FIND_STR(c->realm->boxes, c->id, b);
+    HASH_FIND_STR(r->boxes, id, b);
     if (b == NULL)
         return;
-    /* held_free frees the box with its last message. */
-    while (b != NULL && (h = TAILQ_FIRST(&b->held)) != NULL) {
-        bool last = b->n == 1;
-
-        pm_conn_ws_send(c->conn, PM_WS_TEXT, h->json, h->len);
-        (*s->stats.relayed)++;
-        held_free(s, h);
-        if (last)
-            b = NULL;
+    /* Take the box out first: routing may hold again (a new box). */
+    HASH_DEL(r->boxes, b);
+    while ((h = TAILQ_FIRST(&b->held)) != NULL) {
+        TAILQ_REMOVE(&b->held, h, in_box);
+        TAILQ_REMOVE(&s->by_expiry, h, by_expiry);
+        iov.iov_base = h->json;
+        iov.iov_len = h->len;
+        sig_route(s, r, h->from, id, h->type, &iov, 1);
+        free(h->from);
+        free(h->json);
+        free(h);
     }
+    free(b->target);
+    free(b);
     arm_expiry(s);
+    sig_realm_release(s, r);
+}
+
+/*
+ * PeerJS tells a sender once per absent peer (one EXPIRE per pair per
+ * sweep): true if a later message of the same sender in the same box
+ * expires in this sweep too and will tell it.
+ */
+static bool
+told_later(const struct sig_held *h, uint64_t now)
+{
+    const struct sig_held *o;
+
+    if (h->box->realm->kind != SIG_REALM_PEERJS)
+        return false;
+    for (o = TAILQ_NEXT(h, in_box); o != NULL && o->expires_ms <= now;
+         o = TAILQ_NEXT(o, in_box))
+        if (strcmp(o->from, h->from) == 0)
+            return true;
+    return false;
 }
 
 static void
@@ -126,17 +158,10 @@ expiry_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     while ((h = TAILQ_FIRST(&s->by_expiry)) != NULL && h->expires_ms <= now) {
-        struct sig_client *sender = sig_realm_find(h->box->realm, h->from);
-
         (*s->stats.expired)++;
-        (*s->stats.undeliverable)++;
-        if (sender != NULL) {
-            char text[SIG_MAX_ID + 64];
-
-            sig_not_found_text(text, sizeof text, h->box->target,
-                               h->batched ? "batched_signals" : h->type);
-            sig_send_error(sender, text);
-        }
+        if (!told_later(h, now))
+            sig_undeliverable(s, h->box->realm, h->from, h->box->target,
+                              h->type);
         held_free(s, h);
     }
     arm_expiry(s);

@@ -1,8 +1,9 @@
 /*
- * signaling_realm: realms (the ?room= scope), the registry of joined peer
- * ids in each, and the choice of nearest peers for bootstrap lists and
- * join announcements. A realm lives while a connection or an offline
- * mailbox refers to it. Loop thread.
+ * signaling_realm: realms (a p2pmesh ?room= or the PeerJS key), the
+ * registry of peer ids in each (local and, in cluster mode, remote), and
+ * the choice of nearest peers for bootstrap lists and announcements. A
+ * realm lives while a connection, a peer or a mailbox refers to it.
+ * Loop thread.
  */
 #include "config.h"
 
@@ -20,26 +21,33 @@ static void sorted_insert(struct sig_realm *r, struct sig_client *c);
 static void sorted_remove(struct sig_realm *r, struct sig_client *c);
 
 struct sig_realm *
-sig_realm_get(struct sig *s, const char *name)
+sig_realm_get(struct sig *s, enum sig_realm_kind kind, const char *name)
 {
+    char *hkey = pm_xasprintf("%c%s", (char)kind, name);
     struct sig_realm *r;
 
-    HASH_FIND_STR(s->realms, name, r);
-    if (r == NULL) {
-        r = pm_xcalloc(1, sizeof *r);
-        r->name = pm_xstrdup(name);
-        HASH_ADD_KEYPTR(hh, s->realms, r->name, strlen(r->name), r);
+    HASH_FIND_STR(s->realms, hkey, r);
+    if (r != NULL) {
+        free(hkey);
+        return r;
     }
+    r = pm_xcalloc(1, sizeof *r);
+    r->kind = kind;
+    r->name = pm_xstrdup(name);
+    r->hkey = hkey;
+    HASH_ADD_KEYPTR(hh, s->realms, r->hkey, strlen(r->hkey), r);
     return r;
 }
 
 void
 sig_realm_release(struct sig *s, struct sig_realm *r)
 {
-    if (r->nclients > 0 || r->boxes != NULL)
+    if (r->nclients > 0 || r->boxes != NULL || r->peers != NULL)
         return;
     HASH_DEL(s->realms, r);
     free(r->name);
+    free(r->hkey);
+    free(r->sorted);
     free(r);
 }
 
@@ -91,7 +99,10 @@ sig_realm_add(struct sig *s, struct sig_client *c, const char *id)
         sorted_insert(c->realm, c);
     HASH_ADD_KEYPTR(hh, c->realm->peers, c->id, strlen(c->id), c);
     c->realm->npeers++;
-    (*s->stats.peers)++;
+    if (c->conn != NULL) {
+        (*s->stats.peers)++;
+        sig_cluster_joined(s, c);
+    }
 }
 
 void
@@ -99,11 +110,14 @@ sig_realm_remove(struct sig *s, struct sig_client *c)
 {
     if (c->id == NULL)
         return;
+    if (c->conn != NULL) {
+        sig_cluster_left(s, c);
+        (*s->stats.peers)--;
+    }
     if (c->hex)
         sorted_remove(c->realm, c);
     HASH_DEL(c->realm->peers, c);
     c->realm->npeers--;
-    (*s->stats.peers)--;
     free(c->id);
     free(c->id_json);
     free(c->from_member);

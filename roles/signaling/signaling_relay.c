@@ -6,7 +6,9 @@
  * with what a JSON parser reads (escaped keys, "from" twice, which would
  * let a sender smuggle a second "from" past the server) take the slow
  * path: every "from" is removed from the parsed tree and one is added.
- * Loop thread.
+ * Routing (every dialect's addressed messages): to the target's socket,
+ * through the cluster to the instance holding it, or into the offline
+ * mailbox; senders are told what cannot be delivered. Loop thread.
  */
 #include "config.h"
 
@@ -20,6 +22,7 @@
 #include "pm_conn.h"
 #include "pm_metrics.h"
 #include "pm_util.h"
+#include "pm_ws.h"
 #include "signaling.h"
 
 static size_t
@@ -130,40 +133,110 @@ scan_from(const char *s, size_t len, size_t *vs, size_t *ve, size_t *close)
     return true;
 }
 
-/* Deliver or hold the pieces; tell the sender when neither works. */
-static void
-deliver(struct sig *s, struct sig_client *c, const char *to, const char *type,
-        const struct iovec *iov, int n)
+void
+sig_send_local(struct sig *s, struct sig_client *c, const char *type,
+               const struct iovec *iov, int n)
 {
-    struct sig_client *target = sig_realm_find(c->realm, to);
-    char text[SIG_MAX_ID + 128];
-    char *flat;
-    size_t len = 0, off = 0;
-    int i, rv;
-
-    if (target != NULL) {
-        pm_conn_ws_sendv(target->conn, PM_WS_TEXT, iov, n);
-        (*s->stats.relayed)++;
+    (void)type;
+    if (pm_conn_ws_sendv(c->conn, PM_WS_TEXT, iov, n) != PM_OK)
         return;
+    switch (c->dialect) {
+    case SIG_PEERJS:
+        (*s->stats.relayed_peerjs)++;
+        break;
+    default:
+        (*s->stats.relayed_mesh)++;
+        break;
     }
-    for (i = 0; i < n; i++)
-        len += iov[i].iov_len;
-    flat = pm_xmalloc(len + 1);
+}
+
+/* One contiguous copy of the pieces (NUL-ended). */
+static char *
+flatten(const struct iovec *iov, int n, size_t *len)
+{
+    size_t off = 0;
+    char *flat;
+    int i;
+
+    for (*len = 0, i = 0; i < n; i++)
+        *len += iov[i].iov_len;
+    flat = pm_xmalloc(*len + 1);
     for (i = 0; i < n; i++) {
         memcpy(flat + off, iov[i].iov_base, iov[i].iov_len);
         off += iov[i].iov_len;
     }
-    rv =
-        strlen(to) > SIG_MAX_ID
-            ? PM_ELIMIT
-            : sig_offline_hold(s, c->realm, to, c->id, type,
-                               strcmp(type, "batched_signals") == 0, flat, len);
-    free(flat);
-    if (rv != PM_OK) {
-        (*s->stats.undeliverable)++;
-        sig_not_found_text(text, sizeof text, to, type);
-        sig_send_error(c, text);
+    flat[off] = '\0';
+    return flat;
+}
+
+void
+sig_undeliverable(struct sig *s, struct sig_realm *r, const char *from,
+                  const char *to, const char *type)
+{
+    struct sig_client *sender = sig_realm_find(r, from);
+    char text[SIG_MAX_ID + 128];
+    struct iovec iov;
+    cJSON *o = cJSON_CreateObject();
+    char *out;
+
+    (*s->stats.undeliverable)++;
+    if (sender == NULL) {
+        cJSON_Delete(o);
+        return;
     }
+    if (r->kind == SIG_REALM_PEERJS) {
+        cJSON_AddStringToObject(o, "type", "EXPIRE");
+        cJSON_AddStringToObject(o, "src", to);
+        cJSON_AddStringToObject(o, "dst", from);
+    } else {
+        sig_not_found_text(text, sizeof text, to, type);
+        cJSON_AddStringToObject(o, "type", "error");
+        cJSON_AddStringToObject(o, "message", text);
+    }
+    out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    iov.iov_base = out;
+    iov.iov_len = strlen(out);
+    if (sender->conn != NULL)
+        pm_conn_ws_sendv(sender->conn, PM_WS_TEXT, &iov, 1);
+    else /* the sender is on another instance */
+        sig_cluster_relay(s, sender, to,
+                          r->kind == SIG_REALM_PEERJS ? "EXPIRE" : "error",
+                          &iov, 1);
+    free(out);
+}
+
+int
+sig_route(struct sig *s, struct sig_realm *r, const char *from, const char *to,
+          const char *type, const struct iovec *iov, int n)
+{
+    struct sig_client *target = sig_realm_find(r, to);
+    char *flat;
+    size_t len;
+    int rv;
+
+    if (target != NULL && target->conn != NULL) {
+        sig_send_local(s, target, type, iov, n);
+        return PM_OK;
+    }
+    if (target != NULL &&
+        sig_cluster_relay(s, target, from, type, iov, n) == PM_OK)
+        return PM_OK;
+    /* Absent, or its instance unreachable now: hold it here. */
+    if (r->kind == SIG_REALM_PEERJS &&
+        (strcmp(type, "LEAVE") == 0 || strcmp(type, "EXPIRE") == 0))
+        return PM_ENOTFOUND; /* PeerJS never queues these */
+    flat = flatten(iov, n, &len);
+    rv = strlen(to) > SIG_MAX_ID
+             ? PM_ELIMIT
+             : sig_offline_hold(s, r, to, from, type, flat, len,
+                                r->kind == SIG_REALM_PEERJS
+                                    ? s->conf->peerjs_expire
+                                    : s->conf->mailbox_ttl);
+    free(flat);
+    if (rv != PM_OK)
+        sig_undeliverable(s, r, from, to, type);
+    return rv;
 }
 
 void
@@ -190,7 +263,7 @@ sig_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *data,
             iov[2].iov_base = (void *)(data + close);
             iov[2].iov_len = len - close;
         }
-        deliver(s, c, to, type, iov, 3);
+        sig_route(s, c->realm, c->id, to, type, iov, 3);
         return;
     }
     /* Slow path: drop every "from" the parser saw, then name the sender. */
@@ -200,6 +273,6 @@ sig_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *data,
     out = cJSON_PrintUnformatted(msg);
     iov[0].iov_base = out;
     iov[0].iov_len = strlen(out);
-    deliver(s, c, to, type, iov, 1);
+    sig_route(s, c->realm, c->id, to, type, iov, 1);
     free(out);
 }
