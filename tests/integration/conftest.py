@@ -230,3 +230,55 @@ def tls_cert(tmp_path_factory):
         check=True, capture_output=True, timeout=60,
     )
     return cert, key
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port (no persistence).
+    kill() stops it hard; start() brings it back on the same port, empty."""
+
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = "redis://127.0.0.1:%d" % self.port
+        self.proc = None
+        self.start()
+
+    def start(self):
+        assert self.proc is None
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+             "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.cli("PING") == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start on %d" % self.port)
+
+    def cli(self, *args):
+        """Run one command with redis-cli; its stdout (stripped) or None."""
+        r = subprocess.run(["redis-cli", "-p", str(self.port)] + list(args),
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self):
+        self.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server for one test (see RedisServer)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (tests/lib/deps.sh test)")
+    srv = RedisServer(tmp_path / "redis")
+    yield srv
+    srv.stop()
