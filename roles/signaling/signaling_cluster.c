@@ -335,6 +335,8 @@ remote_join(struct sig *s, struct sig_inst *in, char kind, const char *realm,
         old->gen = in->gen; /* known already (a snapshot repeats it) */
         free(old->token);
         old->token = token[0] ? pm_xstrdup(token) : NULL;
+        /* held while its instance was unreachable: route it now */
+        sig_offline_deliver(s, r, id);
         return;
     }
     r->nclients++; /* keep r while displacing */
@@ -700,7 +702,7 @@ set_up(struct sig_cluster *cl, bool up)
     cl->up = up;
     *cl->redis_up = up;
     if (!up) {
-        pm_log_kv(PM_LOG_WARN, "redis_down",
+        pm_log_kv(PM_LOG_WARN, "cluster_down",
                   "cluster link lost; serving local peers only", NULL);
         return;
     }
@@ -719,7 +721,7 @@ set_up(struct sig_cluster *cl, bool up)
     wb_str(&b, cl->inst);
     publish(cl, cl->ch_events, &b, NULL, NULL);
     free(b.p);
-    pm_log_kv(PM_LOG_INFO, "redis_up", "cluster link up", "instance", cl->inst,
+    pm_log_kv(PM_LOG_INFO, "cluster_up", "cluster link up", "instance", cl->inst,
               NULL);
 }
 

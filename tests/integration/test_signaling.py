@@ -791,47 +791,6 @@ def test_mailbox_expiry_after_sender_left(server_factory):
     assert metric_value(samples, "p2pmesh_signaling_mailbox_expired_total") == 1
 
 
-# ------------------------------------------- dialects not built yet
-
-
-@pytest.mark.parametrize("method,path,dialect", [
-    ("POST", "/register", "mailbox"),
-    ("POST", "/heartbeat", "mailbox"),
-    ("POST", "/connection/init", "mailbox"),
-    ("POST", "/connection/send", "mailbox"),
-    ("GET", "/peerjs/id", "PeerJS"),
-    ("GET", "/myapp/peers", "PeerJS"),
-])
-def test_unbuilt_dialect_routes_answer_501(server, method, path, dialect):
-    r = http_get(server.port, path, method=method)
-    assert r.status == 501, r
-    assert json.loads(r.body) == {
-        "message": "the %s dialect is not implemented yet" % dialect}
-
-
-@pytest.mark.parametrize("path", ["/peerjs?key=peerjs&id=a&token=t",
-                                  "/app/peerjs?key=peerjs&id=a&token=t",
-                                  "/ws/0123456789abcdef0123456789abcdef"])
-def test_unbuilt_dialect_upgrades_answer_501(server, path):
-    with pytest.raises(HandshakeRefused) as e:
-        RawWS(server.port, path=path)
-    assert e.value.resp.status == 501, e.value.resp
-
-
-@pytest.mark.parametrize("mtype", ["subscribe", "unsubscribe", "publish"])
-def test_y_webrtc_messages_say_not_implemented(server, mtype):
-    async def go():
-        ws = await ws_connect(server.ws_url)
-        try:
-            await ws.send(json.dumps({"type": mtype, "topics": ["t"], "topic": "t"}))
-            assert await recv_json(ws) == err(
-                "The y-webrtc dialect is not implemented yet.")
-        finally:
-            await close_all([ws])
-
-    run(go())
-
-
 # ------------------------------------------------------------- caps
 
 

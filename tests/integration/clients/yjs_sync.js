@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+/*
+ * Two real y-webrtc clients (npm y-webrtc 10.3 + yjs) syncing a Y.Text over
+ * a real WebRTC data channel (@roamhq/wrtc), signaled through p2pmesh.
+ *
+ *   node yjs_sync.js <signaling url for doc A> [<signaling url for doc B>]
+ *        [--room=NAME] [--timeout-ms=15000]
+ *
+ * Exit 0: doc A's insert reached doc B and doc B's insert reached doc A, and
+ * each side saw its text arrive from a WebRTC peer it reached through the
+ * signaling server. Exit 1 with a message on stderr otherwise (overall
+ * timeout, ~15 s by default). A summary JSON line goes to stdout on success.
+ *
+ * Why two child processes (one per Y.Doc):
+ *  - y-webrtc keeps module-global state: one `rooms` map (a second provider
+ *    for the same room in one process throws "A Yjs Doc connected to room
+ *    ... already exists!") and one SignalingConn per URL shared by all
+ *    providers of the process.
+ *  - y-webrtc also syncs docs of the same room over lib0's BroadcastChannel
+ *    (Node 20 has a global BroadcastChannel, in-process only). In one
+ *    process the two docs would sync through it without any server. Two
+ *    processes cannot share a BroadcastChannel; on top of that each child
+ *    replaces BroadcastChannel with a no-op before loading lib0 (lib0 picks
+ *    the class when it is first imported), so the only path between the
+ *    docs is simple-peer/WebRTC, whose offers/answers/candidates travel as
+ *    y-webrtc `publish` messages through the signaling server(s). The child
+ *    reports its y-webrtc room's bcConns (must stay empty) and only counts
+ *    a WebRTC connection that is both `connected` and `synced`.
+ *
+ * Node shims:
+ *  - globalThis.WebSocket = require('ws'): lib0/websocket (y-webrtc's
+ *    signaling client) calls `new WebSocket(url)`, Node 20 has none
+ *    (yjs/y-webrtc issue #28).
+ *  - peerOpts.wrtc = require('@roamhq/wrtc'): simple-peer needs an
+ *    RTCPeerConnection implementation outside a browser.
+ *  - peerOpts.config.iceServers = []: simple-peer's default would ask
+ *    Google's STUN servers; host candidates suffice on one machine and the
+ *    test must not reach the internet.
+ */
+'use strict'
+
+const path = require('path')
+const { fork } = require('child_process')
+
+function parseArgs (argv) {
+  const out = { urls: [], room: null, timeoutMs: 15000, child: false }
+  for (const a of argv) {
+    if (a === '--child') out.child = true
+    else if (a.startsWith('--room=')) out.room = a.slice(7)
+    else if (a.startsWith('--timeout-ms=')) out.timeoutMs = parseInt(a.slice(13), 10)
+    else out.urls.push(a)
+  }
+  return out
+}
+
+/* ------------------------------------------------------------------ child */
+
+async function runChild (url, room, name) {
+  // Shims first: lib0 reads both globals when it is loaded / connects.
+  globalThis.WebSocket = require('ws')
+  globalThis.BroadcastChannel = class NoBroadcastChannel {
+    constructor (n) { this.name = n; this.onmessage = null }
+    postMessage () {}
+    close () {}
+    addEventListener () {}
+    removeEventListener () {}
+  }
+  const Y = require('yjs')
+  const { WebrtcProvider } = require('y-webrtc')
+  const wrtc = require('@roamhq/wrtc')
+
+  const send = (m) => { if (process.connected) process.send(Object.assign({ from: name }, m)) }
+  const doc = new Y.Doc()
+  const text = doc.getText('shared')
+  const provider = new WebrtcProvider(room, doc, {
+    signaling: [url],
+    filterBcConns: true,
+    peerOpts: { wrtc, config: { iceServers: [] } }
+  })
+  text.observe(() => send({ ev: 'text', text: text.toString() }))
+
+  const state = () => {
+    const r = provider.room
+    const conns = r ? [...r.webrtcConns.values()] : []
+    return {
+      webrtcPeers: conns.length,
+      webrtcReady: conns.filter(c => c.connected && c.synced).length,
+      bcPeers: r ? r.bcConns.size : -1,
+      signalingConnected: provider.signalingConns.some(c => c.connected)
+    }
+  }
+  let lastState = ''
+  const poll = setInterval(() => {
+    const s = JSON.stringify(state())
+    if (s !== lastState) {
+      lastState = s
+      send(Object.assign({ ev: 'state' }, state()))
+    }
+  }, 50)
+
+  process.on('message', (m) => {
+    if (m.cmd === 'insert') {
+      text.insert(text.length, m.text)
+    } else if (m.cmd === 'quit') {
+      clearInterval(poll)
+      try { provider.destroy(); doc.destroy() } catch (e) {}
+      setTimeout(() => process.exit(0), 100)
+    }
+  })
+  process.on('disconnect', () => process.exit(0))
+  send({ ev: 'started' })
+}
+
+/* ----------------------------------------------------------------- parent */
+
+function runParent (opts) {
+  if (opts.urls.length < 1 || opts.urls.length > 2) {
+    process.stderr.write('usage: yjs_sync.js <ws url A> [<ws url B>] [--room=NAME] [--timeout-ms=N]\n')
+    process.exit(2)
+  }
+  const urlA = opts.urls[0]
+  const urlB = opts.urls[1] || urlA
+  const room = opts.room || 'p2pmesh-yjs-' + process.pid + '-' + Date.now()
+  const self = path.resolve(__filename)
+  const kids = {}
+  const st = { A: { text: '', state: {} }, B: { text: '', state: {} } }
+  let stage = 'waiting for both docs to connect over WebRTC'
+  let done = false
+
+  const finish = (code, msg) => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    if (code === 0) process.stdout.write(msg + '\n')
+    else process.stderr.write('yjs_sync: ' + msg + '\n')
+    for (const k of Object.values(kids)) {
+      try { k.send({ cmd: 'quit' }) } catch (e) {}
+    }
+    setTimeout(() => {
+      for (const k of Object.values(kids)) { try { k.kill('SIGKILL') } catch (e) {} }
+      process.exit(code)
+    }, 400)
+  }
+
+  const timer = setTimeout(() => finish(1,
+    'timeout after ' + opts.timeoutMs + ' ms ' + stage + '; A=' + JSON.stringify(st.A) +
+    ' B=' + JSON.stringify(st.B)), opts.timeoutMs)
+
+  const TA = 'hello from A;'
+  const TB = 'hello from B;'
+  const ready = (s) => s.webrtcReady >= 1 && s.bcPeers === 0
+
+  const step = () => {
+    if (done) return
+    if (stage.startsWith('waiting for both') && ready(st.A.state) && ready(st.B.state)) {
+      stage = 'waiting for A\'s insert to reach B'
+      kids.A.send({ cmd: 'insert', text: TA })
+    }
+    if (stage.startsWith('waiting for A') && st.B.text.includes(TA)) {
+      stage = 'waiting for B\'s insert to reach A'
+      kids.B.send({ cmd: 'insert', text: TB })
+    }
+    if (stage.startsWith('waiting for B') && st.A.text.includes(TB)) {
+      if (st.A.text !== st.B.text) return // B's own view settles with its observe
+      if (st.A.state.bcPeers !== 0 || st.B.state.bcPeers !== 0) {
+        return finish(1, 'BroadcastChannel peers seen: ' + JSON.stringify(st))
+      }
+      finish(0, JSON.stringify({ ok: true, room, A: st.A, B: st.B }))
+    }
+  }
+
+  for (const [name, url] of [['A', urlA], ['B', urlB]]) {
+    const k = fork(self, ['--child', url, '--room=' + room, '--name=' + name], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+    })
+    kids[name] = k
+    k.on('message', (m) => {
+      if (m.ev === 'text') st[name].text = m.text
+      else if (m.ev === 'state') {
+        st[name].state = { webrtcPeers: m.webrtcPeers, webrtcReady: m.webrtcReady, bcPeers: m.bcPeers, signalingConnected: m.signalingConnected }
+      }
+      step()
+    })
+    k.on('exit', (code, sig) => {
+      if (!done) finish(1, 'child ' + name + ' exited early (' + (sig || code) + ') ' + stage)
+    })
+  }
+}
+
+/* ------------------------------------------------------------------- main */
+
+const args = process.argv.slice(2)
+if (args[0] === '--child') {
+  const name = (args.find(a => a.startsWith('--name=')) || '--name=?').slice(7)
+  const o = parseArgs(args.filter(a => !a.startsWith('--name=')))
+  runChild(o.urls[0], o.room, name).catch((e) => {
+    process.stderr.write('child ' + name + ': ' + (e && e.stack || e) + '\n')
+    process.exit(1)
+  })
+} else {
+  runParent(parseArgs(args))
+}

@@ -1,0 +1,275 @@
+"""Cluster mode of the signaling role: two p2pmesh instances sharing one
+real redis-server. Peers on different instances find each other (bootstrap
+lists, peer_joined/peer_left), relay both ways with `from` forced, take ids
+over, and wait in the offline mailbox; presence keys live in Redis with a
+TTL; Redis killed and restarted mid-test loses nothing acknowledged, turns
+/ready 503 meanwhile, and recovers on its own; a dead instance's peers
+leave."""
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from helpers import (
+    assert_silent,
+    close_all,
+    get_metrics,
+    http_get,
+    join,
+    metric_value,
+    recv_json,
+    wait_closed,
+    ws_connect,
+)
+
+
+def run(coro, timeout=40):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def pair(server_factory, redis_server, *flags):
+    url = "--redis.url=" + redis_server.url
+    a = server_factory(url, *flags)
+    b = server_factory(url, *flags)
+    wait_until(lambda: cluster_size(a) == 1 and cluster_size(b) == 1,
+               "the instances never heard each other")
+    return a, b
+
+
+def cluster_size(srv):
+    return metric_value(get_metrics(srv.port)[1],
+                        "p2pmesh_signaling_cluster_instances")
+
+
+def wait_until(pred, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(what)
+
+
+def ready(srv):
+    return http_get(srv.port, "/ready").status == 200
+
+
+async def join_on(srv, pid, room=None):
+    url = srv.ws_url + ("?room=%s" % room if room else "")
+    return await join(url, pid)
+
+
+def test_peers_on_two_instances_find_and_reach_each_other(server_factory,
+                                                          redis_server):
+    a, b = pair(server_factory, redis_server)
+
+    async def go():
+        wa, boot = await join_on(a, "aa")
+        assert boot["peers"] == []
+        wb, boot = await join_on(b, "ab")
+        assert boot["peers"] == [{"id": "aa"}]
+        assert await recv_json(wa) == {"type": "peer_joined", "peerId": "ab"}
+        # from is forced to the sender's id on the other instance too
+        await wb.send(json.dumps({"type": "signal", "to": "aa", "from": "x",
+                                  "signal": {"sdp": "v=0"}}))
+        assert await recv_json(wa) == {"type": "signal", "to": "aa",
+                                       "from": "ab", "signal": {"sdp": "v=0"}}
+        await wa.send(json.dumps({"type": "batched_signals", "to": "ab",
+                                  "signals": [1, 2]}))
+        assert await recv_json(wb) == {"type": "batched_signals", "to": "ab",
+                                       "signals": [1, 2], "from": "aa"}
+        # a departure on b is told to a exactly once
+        await wb.close()
+        assert await recv_json(wa) == {"type": "peer_left", "peerId": "ab"}
+        await assert_silent(wa, 0.5)
+        await close_all([wa])
+
+    run(go())
+    m = get_metrics(b.port)[1]
+    assert metric_value(m, "p2pmesh_signaling_cluster_relay_seconds_count") >= 1
+    assert metric_value(m, "p2pmesh_signaling_redis_up") == 1
+
+
+def test_realms_stay_apart_across_instances(server_factory, redis_server):
+    a, b = pair(server_factory, redis_server)
+
+    async def go():
+        wa, _ = await join_on(a, "aa", room="one")
+        wb, boot = await join_on(b, "ab", room="two")
+        assert boot["peers"] == []
+        await wb.send(json.dumps({"type": "signal", "to": "aa"}))
+        # not in realm two: held, and nobody in realm one hears of it
+        await assert_silent(wa, 0.5)
+        await close_all([wa, wb])
+
+    run(go())
+
+
+def test_presence_keys_in_redis(server_factory, redis_server):
+    a, b = pair(server_factory, redis_server, "--signaling.presence_ttl=9s",
+                "--redis.key_prefix=pmtest")
+
+    async def go():
+        wa, _ = await join_on(a, "ab12", room="r:1/x")
+        key = "pmtest:peer:r%3A1%2Fx:ab12"
+        inst = redis_server.cli("GET", key)
+        assert inst and len(inst) == 16, inst
+        ttl = int(redis_server.cli("PTTL", key))
+        assert 0 < ttl <= 9000, ttl
+        await wa.close()
+        await asyncio.sleep(0.3)
+        assert redis_server.cli("EXISTS", key) == "0"
+
+    run(go())
+
+
+def test_takeover_across_instances(server_factory, redis_server):
+    a, b = pair(server_factory, redis_server)
+
+    async def go():
+        w1, _ = await join_on(a, "aa")
+        w2, _ = await join_on(b, "bb")
+        assert (await recv_json(w1))["type"] == "peer_joined"
+        w3, boot = await join_on(b, "aa")
+        assert boot["peers"] == [{"id": "bb"}]
+        code, seen = await wait_closed(w1)
+        assert json.loads(seen[-1]) == {
+            "type": "error", "message": "Another client joined with your ID."}
+        assert code == 1000
+        # bb sees the id joined again, never a peer_left for the live id
+        msgs = []
+        try:
+            while True:
+                msgs.append(await recv_json(w2, 0.6))
+        except asyncio.TimeoutError:
+            pass
+        assert {"type": "peer_left", "peerId": "aa"} not in msgs, msgs
+        # and a relay to aa reaches the new holder
+        await w2.send(json.dumps({"type": "offer", "to": "aa"}))
+        assert await recv_json(w3) == {"type": "offer", "to": "aa",
+                                       "from": "bb"}
+        await close_all([w2, w3])
+
+    run(go())
+
+
+def test_offline_message_waits_for_a_peer_joining_elsewhere(server_factory,
+                                                           redis_server):
+    a, b = pair(server_factory, redis_server)
+
+    async def go():
+        wa, _ = await join_on(a, "aa")
+        await wa.send(json.dumps({"type": "offer", "to": "cc", "n": 1}))
+        await wa.send(json.dumps({"type": "answer", "to": "cc", "n": 2}))
+        await asyncio.sleep(0.2)
+        wc, _ = await join_on(b, "cc")
+        assert await recv_json(wc) == {"type": "offer", "to": "cc", "n": 1,
+                                       "from": "aa"}
+        assert await recv_json(wc) == {"type": "answer", "to": "cc", "n": 2,
+                                       "from": "aa"}
+        await close_all([wa, wc])
+
+    run(go())
+
+
+def test_expiry_tells_a_sender(server_factory, redis_server):
+    a, b = pair(server_factory, redis_server, "--signaling.mailbox_ttl=300ms")
+
+    async def go():
+        wa, _ = await join_on(a, "aa")
+        await wa.send(json.dumps({"type": "signal", "to": "zz"}))
+        assert await recv_json(wa, 3) == {"type": "error",
+                                          "message": "Peer zz not found."}
+        await close_all([wa])
+
+    run(go())
+
+
+def test_redis_outage_keeps_local_service_and_recovers(server_factory,
+                                                       redis_server):
+    a, b = pair(server_factory, redis_server)
+
+    async def go():
+        wa, _ = await join_on(a, "aa")
+        wa2, _ = await join_on(a, "ac")
+        await recv_json(wa)
+        wb, _ = await join_on(b, "ab")
+        await recv_json(wa)
+        await recv_json(wa2)
+
+        redis_server.kill()
+        await asyncio.to_thread(wait_until, lambda: not ready(a) and not ready(b),
+                                "/ready stayed 200 with Redis down")
+        r = http_get(a.port, "/ready")
+        assert r.status == 503 and "redis" in r.json()["failing"], r.body
+        assert http_get(a.port, "/health").json()["redis"] == "down"
+        # local peers keep working
+        await wa.send(json.dumps({"type": "signal", "to": "ac", "k": 1}))
+        assert await recv_json(wa2) == {"type": "signal", "to": "ac", "k": 1,
+                                        "from": "aa"}
+        # a message for the other instance is kept, not lost
+        await wa.send(json.dumps({"type": "signal", "to": "ab", "k": 2}))
+        await asyncio.sleep(0.3)
+
+        redis_server.start()
+        await asyncio.to_thread(wait_until, lambda: ready(a) and ready(b),
+                                "did not recover after Redis came back")
+        assert await recv_json(wb, 5) == {"type": "signal", "to": "ab",
+                                          "k": 2, "from": "aa"}
+        # presence re-registered in the new, empty Redis
+        assert redis_server.cli("EXISTS", "sig:peer::aa") == "1"
+        assert redis_server.cli("EXISTS", "sig:peer::ab") == "1"
+        # and new traffic crosses instances again
+        await wb.send(json.dumps({"type": "ack", "to": "ac"}))
+        assert await recv_json(wa2) == {"type": "ack", "to": "ac",
+                                        "from": "ab"}
+        await close_all([wa, wa2, wb])
+
+    run(go(), timeout=60)
+    m = get_metrics(a.port)[1]
+    assert metric_value(m, "p2pmesh_signaling_redis_up") == 1
+
+
+def test_dead_instance_peers_leave(server_factory, redis_server):
+    a, b = pair(server_factory, redis_server)
+
+    async def go():
+        wa, _ = await join_on(a, "aa")
+        wb, _ = await join_on(b, "ab")
+        assert await recv_json(wa) == {"type": "peer_joined", "peerId": "ab"}
+        os.kill(b.proc.pid, signal.SIGKILL)
+        b.proc.wait(timeout=5)
+        assert await recv_json(wa, 10) == {"type": "peer_left",
+                                           "peerId": "ab"}
+        await close_all([wa])
+
+    run(go())
+
+
+def test_instance_started_later_learns_existing_peers(server_factory,
+                                                      redis_server):
+    url = "--redis.url=" + redis_server.url
+    a = server_factory(url)
+
+    async def go():
+        wa, _ = await join_on(a, "aa")
+        b = server_factory(url)
+        await asyncio.to_thread(wait_until, lambda: ready(b), "b not ready")
+        await asyncio.sleep(0.3)
+        wb, boot = await join_on(b, "ab")
+        assert boot["peers"] == [{"id": "aa"}]
+        await close_all([wa, wb])
+
+    run(go())
+
+
+def test_require_tls_refuses_plain_redis(server_factory, redis_server):
+    from helpers import run_cli
+    r = run_cli("--role=signaling", "--redis.url=" + redis_server.url,
+                "--redis.require_tls=true", "--check-config")
+    assert r.returncode == 2
+    assert "rediss://" in r.stderr
