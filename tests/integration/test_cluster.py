@@ -273,3 +273,71 @@ def test_require_tls_refuses_plain_redis(server_factory, redis_server):
                 "--redis.require_tls=true", "--check-config")
     assert r.returncode == 2
     assert "rediss://" in r.stderr
+
+
+def _ca_and_server_cert(d):
+    """A private CA and a redis server certificate for localhost/127.0.0.1."""
+    import subprocess
+
+    def sh(cmd):
+        subprocess.run(cmd, shell=True, check=True, cwd=d,
+                       capture_output=True, timeout=60)
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+       "-keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca")
+    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+       "-keyout redis.key -out redis.csr -subj /CN=localhost")
+    sh("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > ext && "
+       "openssl x509 -req -in redis.csr -CA ca.crt -CAkey ca.key "
+       "-CAcreateserial -out redis.crt -days 2 -extfile ext")
+
+
+def test_cluster_over_tls_with_a_private_ca(server_factory, tmp_path):
+    """rediss:// (as ElastiCache with encryption in transit), the server
+    certificate checked against redis.tls_ca, redis.require_tls on."""
+    import shutil
+    import subprocess
+
+    from helpers import free_port
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed")
+    d = tmp_path / "rtls"
+    d.mkdir()
+    _ca_and_server_cert(d)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port),
+         "--bind", "127.0.0.1", "--tls-cert-file", str(d / "redis.crt"),
+         "--tls-key-file", str(d / "redis.key"),
+         "--tls-ca-cert-file", str(d / "ca.crt"), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(d)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        flags = ("--redis.url=rediss://localhost:%d" % port,
+                 "--redis.tls_ca=%s" % (d / "ca.crt"),
+                 "--redis.require_tls=true")
+        a = server_factory(*flags)
+        b = server_factory(*flags)
+        wait_until(lambda: ready(a) and ready(b), "TLS cluster not ready")
+
+        async def go():
+            wa, _ = await join_on(a, "aa")
+            wb, boot = await join_on(b, "ab")
+            assert boot["peers"] == [{"id": "aa"}]
+            await wb.send(json.dumps({"type": "signal", "to": "aa"}))
+            msgs = [await recv_json(wa), await recv_json(wa)]
+            assert {"type": "signal", "to": "aa", "from": "ab"} in msgs, msgs
+            await close_all([wa, wb])
+
+        run(go())
+        # a CA that did not sign the server: never up, /ready says why
+        other = tmp_path / "other"
+        other.mkdir()
+        _ca_and_server_cert(other)
+        c = server_factory("--redis.url=rediss://localhost:%d" % port,
+                           "--redis.tls_ca=%s" % (other / "ca.crt"))
+        time.sleep(1.0)
+        r = http_get(c.port, "/ready")
+        assert r.status == 503 and "redis" in r.json()["failing"], r.body
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
