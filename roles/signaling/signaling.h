@@ -226,6 +226,8 @@ void sig_not_found_text(char *out, size_t len, const char *target,
 void sig_mesh_message(struct sig *s, struct sig_client *c, struct cJSON *msg,
                       const char *type, const char *data, size_t len);
 void sig_mesh_departed(struct sig *s, struct sig_client *c);
+/* The static copy of type if it is a relayed p2pmesh type, else NULL. */
+const char *sig_mesh_relay_type(const char *type);
 /* A peer registered on another instance: tell the nearest local peers. */
 void sig_mesh_remote_joined(struct sig *s, struct sig_client *c);
 void sig_mesh_remote_left(struct sig *s, struct sig_realm *r, const char *id);

@@ -452,28 +452,14 @@ recv_snapshot(struct sig *s, struct sig_inst *in, struct rbuf *rb)
 static const char *
 intern_type(const char *t)
 {
-    static const char *const known[] = {
-        "signal",
-        "batched_signals",
-        "offer",
-        "answer",
-        "candidate",
-        "ack",
-        "connection_rejected",
-        "signal_rejected",
-        "kademlia_rpc_request",
-        "kademlia_rpc_response",
-        "OFFER",
-        "ANSWER",
-        "CANDIDATE",
-        "LEAVE",
-        "EXPIRE",
-        "error",
-        NULL,
-    };
+    static const char *const other[] = {
+        "OFFER", "ANSWER", "CANDIDATE", "LEAVE", "EXPIRE", "error", NULL};
     const char *const *k;
+    const char *m = sig_mesh_relay_type(t);
 
-    for (k = known; *k != NULL; k++)
+    if (m != NULL)
+        return m;
+    for (k = other; *k != NULL; k++)
         if (strcmp(*k, t) == 0)
             return *k;
     return "signal";
@@ -721,8 +707,8 @@ set_up(struct sig_cluster *cl, bool up)
     wb_str(&b, cl->inst);
     publish(cl, cl->ch_events, &b, NULL, NULL);
     free(b.p);
-    pm_log_kv(PM_LOG_INFO, "cluster_up", "cluster link up", "instance", cl->inst,
-              NULL);
+    pm_log_kv(PM_LOG_INFO, "cluster_up", "cluster link up", "instance",
+              cl->inst, NULL);
 }
 
 static void
@@ -771,6 +757,13 @@ on_cmd_state(bool up, void *arg)
     set_up(cl, up && cl->subscribed);
 }
 
+static char *
+chan_name(const struct sig_cluster *cl, enum sig_chan kind, const char *name)
+{
+    return pm_xasprintf("%s:%s:%s", cl->prefix,
+                        kind == SIG_CHAN_TOPIC ? "topic" : "mbpush", name);
+}
+
 void
 sig_cluster_watch(struct sig *s, enum sig_chan kind, const char *name)
 {
@@ -780,8 +773,7 @@ sig_cluster_watch(struct sig *s, enum sig_chan kind, const char *name)
 
     if (cl == NULL)
         return;
-    ch = pm_xasprintf("%s:%s:%s", cl->prefix,
-                      kind == SIG_CHAN_TOPIC ? "topic" : "mbpush", name);
+    ch = chan_name(cl, kind, name);
     HASH_FIND_STR(cl->watches, ch, w);
     if (w != NULL) {
         w->refs++;
@@ -807,8 +799,7 @@ sig_cluster_unwatch(struct sig *s, enum sig_chan kind, const char *name)
 
     if (cl == NULL)
         return;
-    ch = pm_xasprintf("%s:%s:%s", cl->prefix,
-                      kind == SIG_CHAN_TOPIC ? "topic" : "mbpush", name);
+    ch = chan_name(cl, kind, name);
     HASH_FIND_STR(cl->watches, ch, w);
     free(ch);
     if (w == NULL || --w->refs > 0)
@@ -831,8 +822,7 @@ sig_cluster_broadcast(struct sig *s, enum sig_chan kind, const char *name,
 
     if (cl == NULL || !cl->up)
         return PM_EUNAVAIL;
-    ch = pm_xasprintf("%s:%s:%s", cl->prefix,
-                      kind == SIG_CHAN_TOPIC ? "topic" : "mbpush", name);
+    ch = chan_name(cl, kind, name);
     wb_put(&b, "B", 1);
     wb_str(&b, cl->inst);
     wb_field(&b, msg, len);

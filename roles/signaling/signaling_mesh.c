@@ -298,8 +298,8 @@ on_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *data,
     sig_relay(s, c, msg, data, len, type, to->valuestring);
 }
 
-static const char *
-relay_type(const char *type)
+const char *
+sig_mesh_relay_type(const char *type)
 {
     const char *const *t;
 
@@ -333,7 +333,7 @@ sig_mesh_message(struct sig *s, struct sig_client *c, cJSON *msg,
         on_leave(s, c);
     } else if (strcmp(type, "ping") == 0) {
         on_ping(c, msg);
-    } else if ((rt = relay_type(type)) != NULL) {
+    } else if ((rt = sig_mesh_relay_type(type)) != NULL) {
         on_relay(s, c, msg, data, len, rt);
     } else {
         snprintf(text, sizeof text, "Unknown message type: %.200s", type);

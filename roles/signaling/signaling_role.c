@@ -265,22 +265,6 @@ sig_ws_open(void *state, struct pm_conn *conn)
         sig_peerjs_open(state, c);
 }
 
-static const char *const mesh_types[] = {
-    "join",
-    "leave",
-    "signal",
-    "batched_signals",
-    "offer",
-    "answer",
-    "candidate",
-    "ack",
-    "connection_rejected",
-    "signal_rejected",
-    "kademlia_rpc_request",
-    "kademlia_rpc_response",
-    NULL,
-};
-
 static bool
 in_list(const char *const *list, const char *s)
 {
@@ -298,7 +282,8 @@ static void
 pending_message(struct sig *s, struct sig_client *c, cJSON *msg,
                 const char *type, const char *data, size_t len)
 {
-    if (in_list(mesh_types, type)) {
+    if (strcmp(type, "join") == 0 || strcmp(type, "leave") == 0 ||
+        sig_mesh_relay_type(type) != NULL) {
         c->dialect = SIG_MESH;
     } else if (in_list(yws_types, type)) {
         /* y-webrtc has no realm: topics are its scopes. */
