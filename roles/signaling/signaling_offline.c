@@ -130,19 +130,18 @@ sig_offline_deliver(struct sig *s, struct sig_realm *r, const char *id)
 }
 
 /*
- * PeerJS tells a sender once per absent peer (one EXPIRE per pair per
- * sweep): true if a later message of the same sender in the same box
- * expires in this sweep too and will tell it.
+ * PeerJS tells a sender once per absent peer (one EXPIRE for an offer and
+ * the candidates that follow it): true if a later message of the same
+ * sender in the same box will tell it when it expires.
  */
 static bool
-told_later(const struct sig_held *h, uint64_t now)
+told_later(const struct sig_held *h)
 {
     const struct sig_held *o;
 
     if (h->box->realm->kind != SIG_REALM_PEERJS)
         return false;
-    for (o = TAILQ_NEXT(h, in_box); o != NULL && o->expires_ms <= now;
-         o = TAILQ_NEXT(o, in_box))
+    for (o = TAILQ_NEXT(h, in_box); o != NULL; o = TAILQ_NEXT(o, in_box))
         if (strcmp(o->from, h->from) == 0)
             return true;
     return false;
@@ -159,7 +158,7 @@ expiry_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     while ((h = TAILQ_FIRST(&s->by_expiry)) != NULL && h->expires_ms <= now) {
         (*s->stats.expired)++;
-        if (!told_later(h, now))
+        if (!told_later(h))
             sig_undeliverable(s, h->box->realm, h->from, h->box->target,
                               h->type);
         held_free(s, h);
