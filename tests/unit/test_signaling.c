@@ -17,7 +17,14 @@
 
 static int64_t peers_gauge;
 static uint64_t joins, relayed, queued, expired, undeliverable;
-static struct sig_conf conf = {5, 64, 2, 30000, 30000, 10000};
+static struct sig_conf conf = {
+    .bootstrap_count = 5,
+    .announce_max = 64,
+    .mailbox_max = 2,
+    .mailbox_ttl = 30000,
+    .heartbeat_interval = 30000,
+    .max_peers_per_realm = 10000,
+};
 
 static void
 sig_setup(struct sig *s, struct event_base *base)
