@@ -73,6 +73,14 @@ pm_conn_set_data(struct pm_conn *c, void *data)
     c->data = data;
 }
 
+void
+pm_conn_set_ws_protocol(struct pm_conn *c, const char *proto, size_t len)
+{
+    PM_ASSERT(c->state == PM_CONN_HTTP_HEAD);
+    free(c->ws_protocol);
+    c->ws_protocol = pm_xstrndup(proto, len);
+}
+
 struct pm_conn *
 pm_conn_new(struct pm_server *srv, struct pm_stream *stream, const char *peer,
             bool admin)

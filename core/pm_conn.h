@@ -34,6 +34,14 @@ void *pm_conn_data(const struct pm_conn *c);
 void pm_conn_set_data(struct pm_conn *c, void *data);
 
 /*
+ * From the role's ws_upgrade hook only: name proto[0..len) (copied) in
+ * the 101's Sec-WebSocket-Protocol. It must be one of the values the
+ * client offered in that header (RFC 6455 4.2.2; a browser that offered
+ * subprotocols fails a handshake that echoes none).
+ */
+void pm_conn_set_ws_protocol(struct pm_conn *c, const char *proto, size_t len);
+
+/*
  * Send one WebSocket message (TEXT or BINARY). Data is copied. Returns
  * PM_OK, PM_ECLOSED if the connection is closing, or PM_ELIMIT when the
  * peer stopped reading and its send buffer passed ws.send_buffer (the

@@ -47,6 +47,7 @@ struct pm_conn {
     struct pm_bucket bucket;
     struct pm_ws_parser ws;
     void *data;
+    char *ws_protocol; /* set in the ws_upgrade hook, taken by the 101 */
     char peer[PM_ADDR_STRLEN]; /* socket peer */
     char ip[PM_ADDR_STRLEN];   /* client (after trusted proxies) */
     TAILQ_ENTRY(pm_conn) link;

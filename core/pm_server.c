@@ -373,9 +373,9 @@ upgrade(struct pm_server *srv, struct pm_conn *c,
         const struct pm_http_request *req)
 {
     const struct pm_core_conf *conf = srv->conf;
-    const struct pm_http_header *key, *ver, *origin;
-    char accept[29], extra[128];
-    int status = 0;
+    const struct pm_http_header *key, *ver, *origin, *offered;
+    char accept[29], *proto, *extra;
+    int status = 0, rv;
 
     key = pm_http_header_get(req, "sec-websocket-key");
     ver = pm_http_header_get(req, "sec-websocket-version");
@@ -412,18 +412,31 @@ upgrade(struct pm_server *srv, struct pm_conn *c,
         return;
     }
     c->ip_counted = true;
-    if (srv->role->ws_upgrade == NULL ||
-        srv->role->ws_upgrade(srv->role_state, c, req, &status) != PM_OK) {
-        pm_conn_http_status(c, status ? status : 404, NULL);
+    rv = srv->role->ws_upgrade != NULL
+             ? srv->role->ws_upgrade(srv->role_state, c, req, &status)
+             : PM_ENOTFOUND;
+    proto = c->ws_protocol; /* the subprotocol the role chose, if any */
+    c->ws_protocol = NULL;
+    if (rv != PM_OK) {
+        free(proto);
+        /* RFC 9110 15.5.2: a 401 names its scheme; ours is bearer JWTs. */
+        pm_conn_http_status(c, status ? status : 404,
+                            status == 401 ? "WWW-Authenticate: Bearer\r\n"
+                                          : NULL);
         return;
     }
+    offered = pm_http_header_get(req, "sec-websocket-protocol");
+    PM_ASSERT(proto == NULL ||
+              (offered != NULL && pm_http_header_has_token(offered, proto)));
     pm_ws_accept_key(key->value, key->value_len, accept);
-    snprintf(extra, sizeof extra,
-             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Accept: %s\r\n",
-             accept);
+    extra = pm_xasprintf("Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Accept: %s\r\n%s%s%s",
+                         accept, proto ? "Sec-WebSocket-Protocol: " : "",
+                         proto ? proto : "", proto ? "\r\n" : "");
     pm_http_write_response(pm_stream_output(c->stream), 101, NULL, extra, NULL,
                            0, true, false);
+    free(extra);
+    free(proto);
     (*srv->stats.ws_upgrades)++;
     (*srv->stats.ws_open)++;
     pm_conn_ws_start(c);

@@ -294,6 +294,9 @@ int sig_auth_check(struct sig *s, struct pm_conn *conn,
 /* GET /ice; PM_ENOTFOUND for other paths. */
 int sig_ice_http(struct sig *s, struct pm_conn *conn,
                  const struct pm_http_request *req);
+/* The role's validate hook: the ICE keys (URL schemes; TURN secret and
+ * URLs go together). */
+int sig_ice_validate(const void *conf, char *err, size_t errlen);
 
 /*
  * signaling_cluster.c: cluster mode. Every call is a no-op (or returns

@@ -410,6 +410,7 @@ const struct pm_role pm_role_signaling = {
     .conf_keys = sig_keys,
     .conf_size = sizeof(struct sig_conf),
     .env_aliases = sig_aliases,
+    .validate = sig_ice_validate,
     .init = sig_init,
     .stop = sig_stop,
     .destroy = sig_destroy,
