@@ -90,6 +90,7 @@ static const struct pm_conf_key sig_keys[] = {
 /* Environment names of the seed deployments (later entries win). */
 static const struct pm_conf_alias sig_aliases[] = {
     {"PORT", "port"},
+    {"JWT_SECRET", "jwt.secret"},
     {"SIGNALING_ADDR", "addr"},
     {"SIGNALING_PORT", "port"},
     {"SIGNALING_PUBLIC_URL", "public_url"},

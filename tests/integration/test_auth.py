@@ -278,8 +278,9 @@ def test_token_made_with_openssl_cli(server_factory):
     assert upgrade_status(server, "/?token=%s.%s" % (signing_input, b64url(mac))).status == 101
 
 
-def test_secret_from_environment(server_factory):
-    server = server_factory("--signaling.auth=jwt", env={"P2PMESH_JWT_SECRET": SECRET})
+@pytest.mark.parametrize("name", ["P2PMESH_JWT_SECRET", "JWT_SECRET"])
+def test_secret_from_environment(server_factory, name):
+    server = server_factory("--signaling.auth=jwt", env={name: SECRET})
     assert upgrade_status(server, "/?token=" + token_for("h")).status == 101
     assert upgrade_status(server, "/?token=" + make_jwt({"sub": "h"}, key="x")).status == 401
 
