@@ -19,8 +19,37 @@
  * (CLOCK_MONOTONIC ns since the generator started) in the JSON payload;
  * the receiver finds them with a plain string scan.
  *
- * Dialects: p2pmesh ({"type":"join"} / "signal" with "to", "from" added)
- * and peerjs (/peerjs?key=&id=&token=, "OFFER" with "dst", "src" added).
+ * Dialects: p2pmesh ({"type":"join"} / "signal" with "to", "from" added),
+ * peerjs (/peerjs?key=&id=&token=, "OFFER" with "dst", "src" added) and
+ * ywebrtc (the y-webrtc signaling protocol, below).
+ *
+ * ywebrtc: both connections of a pair subscribe to the pair's own topic
+ * ("<room>-<A's id>") and send {"type":"ping"}; the pong (answered after
+ * the subscribe, in order) marks the connection ready. A message is
+ *   {"type":"publish","topic":T,"data":{"type":"signal","from":ME,
+ *    "to":PARTNER,"signal":{"seq":N,"t":NS,"pad":"..."}}}
+ * the shape of a real y-webrtc client's signal. The server delivers it to
+ * every subscriber of T, so the partner gets it (the RELAYED message,
+ * counted, timed and bounced exactly like the other dialects' relays) and
+ * the sender gets it back too (the ECHO: recognised by "from" == own id,
+ * read, checked for order and counted separately as echoes, never as
+ * relayed messages and never bounced). So "relayed messages" mean the same
+ * in every dialect: one message from one peer reaching the other; what the
+ * y-webrtc protocol costs beyond that (one more frame out per relay) is
+ * the server's to carry. Closed loop: a message is in flight from its
+ * publish until the PARTNER has it (the echo does not release the window).
+ * Open loop: the schedule is the same as in the other dialects (each
+ * scheduled message is one publish). Every delivery must carry the
+ * "clients" field the protocol adds (missing_clients counts the others).
+ *
+ * Two servers (--port-b): the B side of every pair (odd connections)
+ * connects to --port-b instead of --port, so every relayed message
+ * crosses from one server instance to the other (cluster mode through
+ * Redis). --pid-b adds the second server's CPU to the server CPU;
+ * --aux-pid reports one more process (Redis) separately, and subtracts it
+ * from the "other work" figure. --start-delay holds traffic back after
+ * setup (cluster instances learn of remote joins and topic interest
+ * asynchronously).
  *
  * Build: cc -O2 -o pm-loadgen pm-loadgen.c \
  *            $(pkg-config --cflags --libs libevent openssl)
@@ -70,7 +99,7 @@
 /* ------------------------------------------------------------------ */
 /* options and global state                                            */
 
-enum dialect { D_P2PMESH, D_PEERJS };
+enum dialect { D_P2PMESH, D_PEERJS, D_YWEBRTC };
 enum cstate {
     CS_FREE,
     CS_CONNECTING,
@@ -84,6 +113,7 @@ enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_SETTLE, PH_DONE };
 struct opts {
     char host[64];
     int port;
+    int port_b; /* >0: odd connections (B sides) connect here */
     enum dialect dialect;
     int pairs;
     double rate;     /* total msgs/s, 0 = closed loop */
@@ -92,6 +122,9 @@ struct opts {
     double warmup;   /* s */
     int size;        /* pad bytes */
     int pid;         /* server pid, 0 = none */
+    int pid_b;       /* second server (--port-b), CPU added to the server's */
+    int aux_pid;     /* one more process (Redis) reported separately */
+    double start_delay; /* s between setup done and the first message */
     int idle;        /* idle mode: connections, 0 = relay mode */
     bool idle_join;  /* idle: join (p2pmesh) after upgrade */
     double settle;   /* idle: seconds to hold before the RSS reading */
@@ -136,6 +169,7 @@ struct conn {
     char *prefix; /* message up to and including "seq": */
     size_t prefix_len;
     uint64_t next_seq, expect_seq;
+    uint64_t echo_seq; /* ywebrtc: next own sequence number echoed */
     uint64_t t_phase; /* when the current setup state began */
     bool closing;     /* we sent close */
 };
@@ -144,7 +178,7 @@ static struct opts O;
 static struct event_base *base;
 static struct conn *conns;
 static int nconns;
-static struct sockaddr_in dst_addr;
+static struct sockaddr_in dst_addr, dst_addr_b;
 static int n_src;
 
 static enum phase phase = PH_SETUP;
@@ -166,6 +200,8 @@ static uint64_t seq_gaps, seq_old, bad_from, bad_payload;
 static uint64_t other_msgs, server_errors, server_closes, pings_rx;
 static uint64_t unexpected_eof, proto_errors;
 static uint64_t masked_rx; /* server frames that were masked (a violation) */
+/* ywebrtc: the sender's own copy of each publish */
+static uint64_t echoes_total, echo_win, echo_seq_bad, missing_clients;
 static int errs_printed;
 
 /* open loop scheduler */
@@ -176,6 +212,9 @@ static struct event *ev_sched, *ev_phase, *ev_tick, *ev_hb, *ev_deadline,
 
 /* accounting snapshots */
 static double srv_cpu0 = -1, srv_cpu1 = -1;
+static double srvb_cpu0 = -1, srvb_cpu1 = -1;
+static double aux_cpu0 = -1, aux_cpu1 = -1;
+static long srvb_rss1 = -1;
 static long srv_rss0 = -1, srv_rss1 = -1, srv_rss_max = -1;
 static double cli_cpu0, cli_cpu1;
 static double mach_cpu0 = -1, mach_cpu1 = -1;
@@ -196,6 +235,7 @@ static size_t scratch_cap;
 static uint8_t *sbuf;
 static size_t sbuf_cap;
 static char *pad_str;
+static size_t last_msg_len; /* payload bytes of the last relay message */
 
 static uint64_t rng_state;
 static int exit_code;
@@ -646,17 +686,37 @@ on_write(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* relay messages                                                      */
 
+/* ywebrtc topic of a connection: the pair's own ("<room>-<A's id>") in
+ * relay mode; in idle mode "<room>" or "<room>-<i / room_size>". */
+static void
+topic_of(const struct conn *c, char *out, size_t n)
+{
+    if (!O.idle)
+        snprintf(out, n, "%s-%s", O.room, conns[c->idx & ~1].id);
+    else if (O.room_size > 0)
+        snprintf(out, n, "%s-%d", O.room, c->idx / O.room_size);
+    else
+        snprintf(out, n, "%s", O.room);
+}
+
 static void
 build_prefix(struct conn *c)
 {
     const struct conn *p = &conns[c->partner];
-    char buf[256];
+    char buf[384], topic[128];
     int n;
     if (O.dialect == D_P2PMESH)
         n = snprintf(
             buf, sizeof buf,
             "{\"type\":\"signal\",\"to\":\"%s\",\"signal\":{\"seq\":", p->id);
-    else
+    else if (O.dialect == D_YWEBRTC) {
+        topic_of(c, topic, sizeof topic);
+        n = snprintf(buf, sizeof buf,
+                     "{\"type\":\"publish\",\"topic\":\"%s\",\"data\":{"
+                     "\"type\":\"signal\",\"from\":\"%s\",\"to\":\"%s\","
+                     "\"signal\":{\"seq\":",
+                     topic, c->id, p->id);
+    } else
         n = snprintf(
             buf, sizeof buf,
             "{\"type\":\"OFFER\",\"dst\":\"%s\",\"payload\":{\"seq\":", p->id);
@@ -674,7 +734,7 @@ send_relay(struct conn *c, uint64_t t_int)
         return;
     }
     size_t padn = (size_t)O.size;
-    uint8_t *pl = frame_slot(c->prefix_len + 64 + padn);
+    uint8_t *pl = frame_slot(c->prefix_len + 72 + padn);
     size_t n = 0;
     memcpy(pl, c->prefix, c->prefix_len);
     n += c->prefix_len;
@@ -686,9 +746,10 @@ send_relay(struct conn *c, uint64_t t_int)
     n += 8;
     memcpy(pl + n, pad_str, padn);
     n += padn;
-    memcpy(pl + n, "\"}}", 3);
-    n += 3;
+    memcpy(pl + n, "\"}}}", 4);
+    n += O.dialect == D_YWEBRTC ? 4 : 3; /* ywebrtc: signal in data */
     c->next_seq++;
+    last_msg_len = n;
     if (!ws_send_slot(c, 0x1, n)) {
         return;
     }
@@ -731,11 +792,12 @@ scan_u64(const uint8_t *d, size_t len, const char *key, size_t klen,
     return true;
 }
 
-/* Check "from"/"src" names the partner. */
+/* Does "from" (p2pmesh: added by the server; ywebrtc: ours, inside data)
+ * or "src" (peerjs) name `want`? */
 static bool
-check_sender(const struct conn *c, const uint8_t *d, size_t len)
+sender_is(const uint8_t *d, size_t len, const char *want)
 {
-    const char *key = O.dialect == D_P2PMESH ? "\"from\"" : "\"src\"";
+    const char *key = O.dialect == D_PEERJS ? "\"src\"" : "\"from\"";
     size_t klen = strlen(key);
     const uint8_t *p = memmem(d, len, key, klen);
     if (!p)
@@ -747,9 +809,30 @@ check_sender(const struct conn *c, const uint8_t *d, size_t len)
     if (p >= e || *p != '"')
         return false;
     p++;
-    const char *want = conns[c->partner].id;
     size_t wl = strlen(want);
     return (size_t)(e - p) > wl && memcmp(p, want, wl) == 0 && p[wl] == '"';
+}
+
+/* Check "from"/"src" names the partner. */
+static bool
+check_sender(const struct conn *c, const uint8_t *d, size_t len)
+{
+    return sender_is(d, len, conns[c->partner].id);
+}
+
+/* ywebrtc: the sender's own publish coming back (every subscriber gets
+ * it). Counted and checked, never relayed, never bounced. */
+static void
+echo_received(struct conn *c, uint64_t seq, uint64_t t)
+{
+    if (seq != c->echo_seq)
+        echo_seq_bad++;
+    if (seq >= c->echo_seq)
+        c->echo_seq = seq + 1;
+    echoes_total++;
+    uint64_t t_int = t + t_base;
+    if (t_int >= t_meas0 && t_int < t_meas1)
+        echo_win++;
 }
 
 static void
@@ -775,6 +858,14 @@ relay_received(struct conn *c, const uint8_t *d, size_t len)
             logmsg("conn %d: unparsable relay message: %.*s", c->idx,
                    (int)(len > 200 ? 200 : len), (const char *)d);
         return;
+    }
+    if (O.dialect == D_YWEBRTC) {
+        if (!memmem(d, len, "\"clients\"", 9))
+            missing_clients++;
+        if (sender_is(d, len, c->id)) {
+            echo_received(c, seq, t);
+            return;
+        }
     }
     if (!check_sender(c, d, len)) {
         bad_from++;
@@ -838,7 +929,8 @@ handle_message(struct conn *c, const uint8_t *d, size_t len)
     if (c->st == CS_JOINING) {
         if ((O.dialect == D_P2PMESH &&
              memmem(d, len, "\"bootstrap_peers\"", 17)) ||
-            (O.dialect == D_PEERJS && memmem(d, len, "\"OPEN\"", 6))) {
+            (O.dialect == D_PEERJS && memmem(d, len, "\"OPEN\"", 6)) ||
+            (O.dialect == D_YWEBRTC && memmem(d, len, "\"pong\"", 6))) {
             conn_ready(c);
             return;
         }
@@ -986,7 +1078,16 @@ parse_frames(struct conn *c, uint8_t *p, size_t n)
 static void
 send_join(struct conn *c)
 {
-    char buf[160];
+    char buf[256], topic[128];
+    if (O.dialect == D_YWEBRTC) {
+        /* subscribe, then ping: the pong says the subscribe is done */
+        topic_of(c, topic, sizeof topic);
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"subscribe\",\"topics\":[\"%s\"]}", topic);
+        ws_send_text(c, buf);
+        ws_send_text(c, "{\"type\":\"ping\"}");
+        return;
+    }
     snprintf(buf, sizeof buf, "{\"type\":\"join\",\"peerId\":\"%s\"}", c->id);
     ws_send_text(c, buf);
 }
@@ -1115,7 +1216,8 @@ on_read_body(evutil_socket_t fd, struct conn *c)
                 goto keep;
             }
             off = (size_t)hl;
-            if (O.dialect == D_P2PMESH && (O.idle == 0 || O.idle_join)) {
+            if ((O.dialect == D_P2PMESH || O.dialect == D_YWEBRTC) &&
+                (O.idle == 0 || O.idle_join)) {
                 c->st = CS_JOINING;
                 c->t_phase = mono_ns();
                 send_join(c);
@@ -1152,6 +1254,14 @@ on_read_body(evutil_socket_t fd, struct conn *c)
 /* ------------------------------------------------------------------ */
 /* connection setup                                                    */
 
+/* With --port-b the B side of each pair (odd connections; in idle mode
+ * every other connection) talks to the second server. */
+static bool
+on_port_b(const struct conn *c)
+{
+    return O.port_b > 0 && (c->idx & 1);
+}
+
 static void
 on_connected(evutil_socket_t fd, short what, void *arg)
 {
@@ -1178,6 +1288,7 @@ on_connected(evutil_socket_t fd, short what, void *arg)
 
     char req[512];
     int n;
+    int port = on_port_b(c) ? O.port_b : O.port;
     if (O.dialect == D_P2PMESH) {
         char room[96];
         if (O.room_size > 0)
@@ -1189,7 +1300,14 @@ on_connected(evutil_socket_t fd, short what, void *arg)
                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "\r\n",
-                     room, O.host, O.port, c->key);
+                     room, O.host, port, c->key);
+    } else if (O.dialect == D_YWEBRTC) {
+        n = snprintf(req, sizeof req,
+                     "GET / HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                     "\r\n",
+                     O.host, port, c->key);
     } else {
         char tok[24];
         rand_hex(tok, 8);
@@ -1199,7 +1317,7 @@ on_connected(evutil_socket_t fd, short what, void *arg)
                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "\r\n",
-                     O.path, c->id, tok, O.host, O.port, c->key);
+                     O.path, c->id, tok, O.host, port, c->key);
     }
     c->st = CS_HANDSHAKE;
     c->t_phase = mono_ns();
@@ -1238,7 +1356,8 @@ conn_start(struct conn *c)
             raw[i] = (unsigned char)rng32();
     EVP_EncodeBlock((unsigned char *)c->key, raw, 16);
     event_assign(&c->wev, base, fd, EV_WRITE, on_connected, c);
-    if (connect(fd, (struct sockaddr *)&dst_addr, sizeof dst_addr) < 0 &&
+    const struct sockaddr_in *dst = on_port_b(c) ? &dst_addr_b : &dst_addr;
+    if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0 &&
         errno != EINPROGRESS) {
         if (errs_printed < MAX_ERR_PRINT) {
             errs_printed++;
@@ -1316,12 +1435,19 @@ sched_run(void)
     return next >= t_meas1 ? UINT64_MAX : next;
 }
 
+static void closed_loop_kick(void);
+
 static void
 on_sched(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     (void)arg;
+    if (O.rate <= 0) {
+        if (phase == PH_WARMUP || phase == PH_MEASURE) /* warmup may be 0 */
+            closed_loop_kick();
+        return;
+    }
     uint64_t next = sched_run();
     if (next == UINT64_MAX || O.spin)
         return; /* the phase timer ends the run */
@@ -1352,15 +1478,20 @@ on_phase(evutil_socket_t fd, short what, void *arg)
         phase = PH_MEASURE;
         t_acct0 = mono_ns();
         srv_cpu0 = proc_cpu(O.pid);
+        srvb_cpu0 = proc_cpu(O.pid_b);
+        aux_cpu0 = proc_cpu(O.aux_pid);
         cli_cpu0 = cpu_self();
         mach_cpu0 = machine_busy();
         arm_phase_timer(t_meas1);
     } else if (phase == PH_MEASURE) {
         t_acct1 = mono_ns();
         srv_cpu1 = proc_cpu(O.pid);
+        srvb_cpu1 = proc_cpu(O.pid_b);
+        aux_cpu1 = proc_cpu(O.aux_pid);
         cli_cpu1 = cpu_self();
         mach_cpu1 = machine_busy();
         srv_rss1 = proc_rss_kb(O.pid);
+        srvb_rss1 = proc_rss_kb(O.pid_b);
         phase = PH_DRAIN;
         arm_phase_timer(t_acct1 + (uint64_t)(O.drain * 1e9));
     } else if (phase == PH_DRAIN) {
@@ -1409,7 +1540,8 @@ on_tick(evutil_socket_t fd, short what, void *arg)
             }
         }
     } else if (phase == PH_DRAIN) {
-        if (recv_win >= sent_win)
+        if (recv_win >= sent_win &&
+            (O.dialect != D_YWEBRTC || echo_win >= sent_win))
             finish();
     } else if (phase == PH_SETTLE) {
         long r = proc_rss_kb(O.pid);
@@ -1464,7 +1596,7 @@ start_run(void)
     for (int i = 0; i < nconns; i++)
         build_prefix(&conns[i]);
     uint64_t now = mono_ns();
-    t_run0 = now + 20000000ull; /* 20 ms from now */
+    t_run0 = now + (uint64_t)(O.start_delay * 1e9); /* default 20 ms */
     t_meas0 = t_run0 + (uint64_t)(O.warmup * 1e9);
     t_meas1 = t_meas0 + (uint64_t)(O.duration * 1e9);
     n_slots = (size_t)((t_meas1 - t_meas0) / SLOT_NS) + 1;
@@ -1476,17 +1608,25 @@ start_run(void)
         logmsg("all %d connections ready in %.2f s (%d join unacked)", nconns,
                (double)(t_setup_done - t_setup_start) / 1e9, n_join_unacked);
     arm_phase_timer(t_meas0);
+    /* the schedule (open loop) or the first tokens (closed loop) start at
+     * t_run0; with --spin the loop polls the schedule itself */
     if (O.rate > 0) {
         sched_interval_ns = 1e9 / O.rate;
         sched_k = 0;
-        struct timeval tv = {0, 20000};
-        event_add(ev_sched, &tv);
-    } else {
-        /* closed loop: A of each pair starts `window` tokens */
-        for (int p = 0; p < O.pairs; p++)
-            for (int w = 0; w < O.window; w++)
-                send_relay(&conns[2 * p], mono_ns());
     }
+    uint64_t d = t_run0 > now ? t_run0 - now : 0;
+    struct timeval tv = {(time_t)(d / 1000000000ull),
+                         (suseconds_t)((d % 1000000000ull) / 1000)};
+    event_add(ev_sched, &tv);
+}
+
+/* closed loop: A of each pair starts `window` tokens */
+static void
+closed_loop_kick(void)
+{
+    for (int p = 0; p < O.pairs; p++)
+        for (int w = 0; w < O.window; w++)
+            send_relay(&conns[2 * p], mono_ns());
 }
 
 static void
@@ -1501,6 +1641,14 @@ idle_all_open(void)
 
 /* ------------------------------------------------------------------ */
 /* report                                                              */
+
+static const char *
+dialect_name(void)
+{
+    return O.dialect == D_P2PMESH  ? "p2pmesh"
+           : O.dialect == D_PEERJS ? "peerjs"
+                                   : "ywebrtc";
+}
 
 /* Stalls: runs of 10 ms slots whose worst latency passed STALL_US, as
  * [start ms into the window, length ms, worst latency ms], at most 20. */
@@ -1540,17 +1688,29 @@ static void
 report_relay(void)
 {
     double win = (double)(t_acct1 - t_acct0) / 1e9;
-    double srv = srv_cpu0 >= 0 && srv_cpu1 >= 0 ? srv_cpu1 - srv_cpu0 : -1;
+    double srv_a = srv_cpu0 >= 0 && srv_cpu1 >= 0 ? srv_cpu1 - srv_cpu0 : -1;
+    double srv_b =
+        srvb_cpu0 >= 0 && srvb_cpu1 >= 0 ? srvb_cpu1 - srvb_cpu0 : -1;
+    double aux = aux_cpu0 >= 0 && aux_cpu1 >= 0 ? aux_cpu1 - aux_cpu0 : -1;
+    /* server CPU: both servers when there are two */
+    double srv = srv_a;
+    if (O.pid_b > 0)
+        srv = srv_a >= 0 && srv_b >= 0 ? srv_a + srv_b : -1;
     double cli = cli_cpu1 - cli_cpu0;
     double rate = win > 0 ? (double)recv_during_win / win : 0;
     double per_cpu = srv > 0 ? (double)recv_during_win / srv : -1;
     uint64_t lost = sent_win > recv_win ? sent_win - recv_win : 0;
+    uint64_t echo_lost = O.dialect == D_YWEBRTC && sent_win > echo_win
+                             ? sent_win - echo_win
+                             : 0;
     double mach = mach_cpu0 >= 0 && mach_cpu1 >= 0 ? mach_cpu1 - mach_cpu0 : -1;
     /* CPU used by everything else on the machine during the window */
-    double other = mach >= 0 ? mach - cli - (srv >= 0 ? srv : 0) : -1;
+    double other = mach >= 0 ? mach - cli - (srv >= 0 ? srv : 0) -
+                                   (aux >= 0 ? aux : 0)
+                             : -1;
     if (other < 0 && mach >= 0)
         other = 0;
-    const char *dn = O.dialect == D_P2PMESH ? "p2pmesh" : "peerjs";
+    const char *dn = dialect_name();
 #define US(v) ((double)(v) / 1000.0)
     if (O.json) {
         printf("{\"mode\":\"relay\",\"dialect\":\"%s\",\"pairs\":%d,"
@@ -1572,7 +1732,7 @@ report_relay(void)
                "\"latency_us\":{\"n\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%.1f,"
                "\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f},"
                "\"send_lag_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
-               "\"setup_s\":%.3f,\"ok\":%s,\"stalls\":",
+               "\"setup_s\":%.3f,\"ok\":%s,",
                dn, O.pairs, O.rate, O.rate > 0 ? "open" : "closed", O.window,
                win, O.warmup, O.size, sent_win, recv_win, lost, send_dropped,
                seq_gaps, seq_old, bad_from, bad_payload, server_errors,
@@ -1586,6 +1746,16 @@ report_relay(void)
                US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)), US(h_lag.max),
                (double)(t_setup_done - t_setup_start) / 1e9,
                exit_code == 0 ? "true" : "false");
+        printf("\"port_b\":%d,\"msg_bytes\":%zu,\"server_a_cpu_s\":%.3f,"
+               "\"server_b_cpu_s\":%.3f,\"server_b_rss_kb\":%ld,"
+               "\"aux_cpu_s\":%.3f,\"aux_cpu_util\":%.3f,"
+               "\"echoes\":%" PRIu64 ",\"echo_lost\":%" PRIu64
+               ",\"echo_seq_bad\":%" PRIu64 ",\"missing_clients\":%" PRIu64
+               ",\"stalls\":",
+               O.port_b, last_msg_len, srv_a, O.pid_b > 0 ? srv_b : -1,
+               O.pid_b > 0 ? srvb_rss1 : -1, aux,
+               aux >= 0 && win > 0 ? aux / win : -1, echoes_total, echo_lost,
+               echo_seq_bad, missing_clients);
         print_stalls(stdout, true);
         fputs("}\n", stdout);
     } else {
@@ -1607,6 +1777,18 @@ report_relay(void)
             printf("server CPU         %.2f s (%.0f %%), %.0f msgs per CPU-s, "
                    "RSS %ld KiB\n",
                    srv, 100 * srv / win, per_cpu, srv_rss1);
+        if (O.pid_b > 0 && srv_a >= 0 && srv_b >= 0)
+            printf("  of which         %.2f s on --pid, %.2f s on --pid-b "
+                   "(RSS %ld KiB)\n",
+                   srv_a, srv_b, srvb_rss1);
+        if (aux >= 0)
+            printf("aux process CPU    %.2f s (%.0f %%), not in server CPU\n",
+                   aux, 100 * aux / win);
+        if (O.dialect == D_YWEBRTC)
+            printf("echoes             %" PRIu64 " (lost in window %" PRIu64
+                   ", out of order %" PRIu64 "), missing clients %" PRIu64
+                   "\n",
+                   echoes_total, echo_lost, echo_seq_bad, missing_clients);
         printf("client CPU         %.2f s (%.0f %%)%s\n", cli, 100 * cli / win,
                O.spin ? " (spinning)" : "");
         if (mach >= 0)
@@ -1630,7 +1812,7 @@ report_relay(void)
 static void
 report_idle(void)
 {
-    const char *dn = O.dialect == D_P2PMESH ? "p2pmesh" : "peerjs";
+    const char *dn = dialect_name();
     double per = -1;
     if (srv_rss0 >= 0 && srv_rss1 >= 0 && n_ready > 0)
         per = (double)(srv_rss1 - srv_rss0) * 1024.0 / n_ready;
@@ -1674,7 +1856,10 @@ usage(FILE *f)
         "  --host ADDR        server IPv4 address (default 127.0.0.1; loopback "
         "only)\n"
         "  --port N           server port (default 8080)\n"
-        "  --dialect D        p2pmesh | peerjs (default p2pmesh)\n"
+        "  --port-b N         B side of every pair (odd connections) on this "
+        "port:\n"
+        "                     a second server instance (default: none)\n"
+        "  --dialect D        p2pmesh | peerjs | ywebrtc (default p2pmesh)\n"
         "  --pairs N          relay pairs (2N connections, default 100)\n"
         "  --rate R           total msgs/s, open loop; 0 = closed loop "
         "(default 0)\n"
@@ -1685,14 +1870,25 @@ usage(FILE *f)
         "2)\n"
         "  --size BYTES       payload padding (default 200)\n"
         "  --pid PID          server process: CPU (utime+stime) and VmRSS\n"
+        "  --pid-b PID        second server (--port-b): its CPU is added to "
+        "the\n"
+        "                     server CPU\n"
+        "  --aux-pid PID      one more process (e.g. Redis): CPU reported "
+        "apart\n"
+        "  --start-delay S    hold traffic S seconds after setup (default "
+        "0.02)\n"
         "  --idle N           idle mode: hold N upgraded connections, report "
         "RSS\n"
-        "  --no-join          idle mode, p2pmesh: do not send join\n"
+        "  --no-join          idle mode: do not send join (p2pmesh) or "
+        "subscribe\n"
+        "                     (ywebrtc)\n"
         "  --settle S         idle mode: seconds to hold before reading RSS "
         "(5)\n"
-        "  --room NAME        p2pmesh room (default bench)\n"
+        "  --room NAME        p2pmesh room, ywebrtc topic prefix (default "
+        "bench)\n"
         "  --room-size K      p2pmesh: K connections per room, rooms NAME-0, "
-        "NAME-1..\n"
+        "NAME-1..;\n"
+        "                     ywebrtc idle mode: K per topic, the same names\n"
         "                     (default 0: everyone in NAME)\n"
         "  --path PREFIX      peerjs path prefix (default /)\n"
         "  --src-addrs K      spread connections over 127.0.0.1..K (0 = auto)\n"
@@ -1729,6 +1925,7 @@ main(int argc, char **argv)
     memset(&O, 0, sizeof O);
     snprintf(O.host, sizeof O.host, "127.0.0.1");
     O.port = 8080;
+    O.start_delay = 0.02;
     O.dialect = D_P2PMESH;
     O.pairs = 100;
     O.window = 1;
@@ -1770,6 +1967,10 @@ main(int argc, char **argv)
         OPT_VERBOSE,
         OPT_SPIN,
         OPT_ROOMSIZE,
+        OPT_PORTB,
+        OPT_PIDB,
+        OPT_AUXPID,
+        OPT_STARTDELAY,
         OPT_HELP
     };
     static const struct option lo[] = {
@@ -1798,6 +1999,10 @@ main(int argc, char **argv)
         {"allow-remote", no_argument, 0, OPT_REMOTE},
         {"verbose", no_argument, 0, OPT_VERBOSE},
         {"spin", no_argument, 0, OPT_SPIN},
+        {"port-b", required_argument, 0, OPT_PORTB},
+        {"pid-b", required_argument, 0, OPT_PIDB},
+        {"aux-pid", required_argument, 0, OPT_AUXPID},
+        {"start-delay", required_argument, 0, OPT_STARTDELAY},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     int ch;
@@ -1815,6 +2020,9 @@ main(int argc, char **argv)
                 O.dialect = D_P2PMESH;
             else if (strcmp(optarg, "peerjs") == 0)
                 O.dialect = D_PEERJS;
+            else if (strcmp(optarg, "ywebrtc") == 0 ||
+                     strcmp(optarg, "y-webrtc") == 0)
+                O.dialect = D_YWEBRTC;
             else {
                 logmsg("unknown dialect %s", optarg);
                 return 2;
@@ -1886,6 +2094,18 @@ main(int argc, char **argv)
         case OPT_SPIN:
             O.spin = true;
             break;
+        case OPT_PORTB:
+            O.port_b = (int)parse_num(optarg, "--port-b");
+            break;
+        case OPT_PIDB:
+            O.pid_b = (int)parse_num(optarg, "--pid-b");
+            break;
+        case OPT_AUXPID:
+            O.aux_pid = (int)parse_num(optarg, "--aux-pid");
+            break;
+        case OPT_STARTDELAY:
+            O.start_delay = parse_num(optarg, "--start-delay");
+            break;
         case OPT_HELP:
             usage(stdout);
             return 0;
@@ -1898,7 +2118,8 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (O.port <= 0 || O.port > 65535 || O.window < 1 || O.window > 1000 ||
+    if (O.port <= 0 || O.port > 65535 || O.port_b < 0 || O.port_b > 65535 ||
+        O.start_delay > 60 || O.window < 1 || O.window > 1000 ||
         O.size > (1 << 20) || O.concurrency < 1 || O.duration <= 0 ||
         O.duration > 3600 || O.warmup > 3600 || O.settle > 3600) {
         logmsg("option out of range");
@@ -1924,6 +2145,8 @@ main(int argc, char **argv)
         logmsg("--host must be an IPv4 address: %s", O.host);
         return 2;
     }
+    dst_addr_b = dst_addr;
+    dst_addr_b.sin_port = htons((uint16_t)O.port_b);
     if ((ntohl(dst_addr.sin_addr.s_addr) >> 24) != 127 && !O.allow_remote) {
         logmsg("refusing non-loopback host %s (see --allow-remote)", O.host);
         return 2;
@@ -1996,8 +2219,8 @@ main(int argc, char **argv)
         struct timeval hb = {5, 0};
         event_add(ev_hb, &hb);
     }
-    double total =
-        O.setup_timeout + O.warmup + O.duration + O.drain + O.settle + 30;
+    double total = O.setup_timeout + O.start_delay + O.warmup + O.duration +
+                   O.drain + O.settle + 30;
     struct timeval dl = {(time_t)total, 0};
     event_add(ev_deadline, &dl);
 
