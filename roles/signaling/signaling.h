@@ -215,6 +215,20 @@ void sig_send_local(struct sig *s, struct sig_client *c, const char *type,
  * the caller) to peer to with "from" set to c's id. */
 void sig_relay(struct sig *s, struct sig_client *c, struct cJSON *msg,
                const char *data, size_t len, const char *type, const char *to);
+/* Where a member's value lies in a JSON text: [start, end), end 0 if
+ * absent. */
+struct sig_span {
+    size_t start, end;
+};
+/*
+ * Scan the top level of a JSON object (already accepted by cJSON) for the
+ * members named in keys (NULL-terminated), filling spans (one per key)
+ * and *close (the index of the final '}'). False when splicing into the
+ * raw text would be unsafe: an escaped key, or a listed key twice (a
+ * parser and a splice could disagree on which one counts).
+ */
+bool sig_json_scan(const char *data, size_t len, const char *const *keys,
+                   struct sig_span *spans, size_t *close);
 /* Send {"type":"error","message":text} to c. */
 void sig_send_error(struct sig_client *c, const char *text);
 /* The undeliverable text for a relay type to target. */

@@ -454,26 +454,56 @@ relay_type(const char *type)
     return NULL;
 }
 
-/* Forward exactly {type, src, dst, payload}; src is always the sender. */
+/*
+ * Forward exactly {"type":T,"src":<sender>,"dst":D,"payload":P}: the dst
+ * and payload values are copied from the sender's text as written (the
+ * parser accepted them); a text that cannot be split safely is rebuilt.
+ */
 static void
 relay(struct sig *s, struct sig_client *c, const cJSON *msg, const char *type,
-      const char *dst)
+      const char *dst, const char *data, size_t len)
 {
-    cJSON *payload = cJSON_GetObjectItemCaseSensitive(msg, "payload");
-    cJSON *o = cJSON_CreateObject();
-    struct iovec iov;
-    char *out;
+    static const char *const keys[] = {"dst", "payload", NULL};
+    struct sig_span span[2];
+    struct iovec iov[7];
+    size_t close;
+    char *head, *out;
+    int n = 0;
 
-    cJSON_AddStringToObject(o, "type", type);
-    cJSON_AddStringToObject(o, "src", c->id);
-    cJSON_AddStringToObject(o, "dst", dst);
-    if (payload != NULL)
-        cJSON_AddItemReferenceToObject(o, "payload", payload);
-    out = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    iov.iov_base = out;
-    iov.iov_len = strlen(out);
-    sig_route(s, c->realm, c->id, dst, type, &iov, 1);
+    if (sig_json_scan(data, len, keys, span, &close) && span[0].end > 0) {
+        head = pm_xasprintf("{\"type\":\"%s\",\"src\":%s,\"dst\":", type,
+                            c->id_json);
+        iov[n].iov_base = head;
+        iov[n++].iov_len = strlen(head);
+        iov[n].iov_base = (void *)(data + span[0].start);
+        iov[n++].iov_len = span[0].end - span[0].start;
+        if (span[1].end > 0) {
+            iov[n].iov_base = (void *)",\"payload\":";
+            iov[n++].iov_len = 11;
+            iov[n].iov_base = (void *)(data + span[1].start);
+            iov[n++].iov_len = span[1].end - span[1].start;
+        }
+        iov[n].iov_base = (void *)"}";
+        iov[n++].iov_len = 1;
+        sig_route(s, c->realm, c->id, dst, type, iov, n);
+        free(head);
+        return;
+    }
+    {
+        cJSON *payload = cJSON_GetObjectItemCaseSensitive(msg, "payload");
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(o, "type", type);
+        cJSON_AddStringToObject(o, "src", c->id);
+        cJSON_AddStringToObject(o, "dst", dst);
+        if (payload != NULL)
+            cJSON_AddItemReferenceToObject(o, "payload", payload);
+        out = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+    }
+    iov[0].iov_base = out;
+    iov[0].iov_len = strlen(out);
+    sig_route(s, c->realm, c->id, dst, type, iov, 1);
     free(out);
 }
 
@@ -494,7 +524,7 @@ sig_peerjs_message(struct sig *s, struct sig_client *c, const char *data,
     if (c->id != NULL && cJSON_IsString(type) &&
         (rt = relay_type(type->valuestring)) != NULL) {
         if (cJSON_IsString(dst))
-            relay(s, c, msg, rt, dst->valuestring);
+            relay(s, c, msg, rt, dst->valuestring, data, len);
         else if (strcmp(rt, "LEAVE") == 0) /* no dst: the sender leaves */
             sig_realm_remove(s, c);
     }

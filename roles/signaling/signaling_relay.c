@@ -85,18 +85,14 @@ skip_value(const char *s, size_t i, size_t len)
     return i;
 }
 
-/*
- * Scan a JSON object cJSON already accepted. On success *vs and *ve delimit
- * the value of the single top-level "from" (both 0 if absent) and *close is
- * the index of the final '}'. False when the fast path is not safe.
- */
-static bool
-scan_from(const char *s, size_t len, size_t *vs, size_t *ve, size_t *close)
+bool
+sig_json_scan(const char *s, size_t len, const char *const *keys,
+              struct sig_span *spans, size_t *close)
 {
-    size_t i = skip_ws(s, 0, len);
-    int found = 0;
+    size_t i = skip_ws(s, 0, len), k;
 
-    *vs = *ve = 0;
+    for (k = 0; keys[k] != NULL; k++)
+        spans[k].start = spans[k].end = 0;
     if (i >= len || s[i] != '{')
         return false;
     i = skip_ws(s, i + 1, len);
@@ -114,12 +110,16 @@ scan_from(const char *s, size_t len, size_t *vs, size_t *ve, size_t *close)
         if (i >= len || s[i] != ':')
             return false;
         i = skip_ws(s, i + 1, len);
-        if (ke - ks == 4 && memcmp(s + ks, "from", 4) == 0) {
-            if (found++)
-                return false;
-            *vs = i;
-            *ve = skip_value(s, i, len);
-            i = *ve;
+        for (k = 0; keys[k] != NULL; k++)
+            if (ke - ks == strlen(keys[k]) &&
+                memcmp(s + ks, keys[k], ke - ks) == 0)
+                break;
+        if (keys[k] != NULL) {
+            if (spans[k].end != 0)
+                return false; /* the key twice */
+            spans[k].start = i;
+            spans[k].end = skip_value(s, i, len);
+            i = spans[k].end;
         } else {
             i = skip_value(s, i, len);
         }
@@ -243,18 +243,20 @@ void
 sig_relay(struct sig *s, struct sig_client *c, cJSON *msg, const char *data,
           size_t len, const char *type, const char *to)
 {
-    size_t vs, ve, close;
+    static const char *const from_key[] = {"from", NULL};
+    struct sig_span from;
     struct iovec iov[3];
+    size_t close;
     char *out;
 
-    if (scan_from(data, len, &vs, &ve, &close)) {
-        if (ve > 0) { /* replace the value of "from" */
+    if (sig_json_scan(data, len, from_key, &from, &close)) {
+        if (from.end > 0) { /* replace the value of "from" */
             iov[0].iov_base = (void *)data;
-            iov[0].iov_len = vs;
+            iov[0].iov_len = from.start;
             iov[1].iov_base = c->id_json;
             iov[1].iov_len = strlen(c->id_json);
-            iov[2].iov_base = (void *)(data + ve);
-            iov[2].iov_len = len - ve;
+            iov[2].iov_base = (void *)(data + from.end);
+            iov[2].iov_len = len - from.end;
         } else { /* add it before the closing brace */
             iov[0].iov_base = (void *)data;
             iov[0].iov_len = close;

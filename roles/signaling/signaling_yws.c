@@ -11,7 +11,9 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <cjson/cJSON.h>
 
@@ -143,18 +145,48 @@ unsubscribe(struct sig *s, struct yws_conn *yc, const char *name)
     }
 }
 
-/* Send msg with "clients" = the topic's local subscriber count to each. */
+/*
+ * Send the message data[0..len) (parsed: msg) with "clients" = the
+ * topic's local subscriber count to each subscriber. The count is spliced
+ * into the original text; objects that cannot be spliced safely are
+ * re-serialised.
+ */
 static void
-fan_out(struct sig *s, struct yws_topic *t, cJSON *msg)
+fan_out(struct sig *s, struct yws_topic *t, cJSON *msg, const char *data,
+        size_t len)
 {
+    static const char *const clients_key[] = {"clients", NULL};
+    struct sig_span span;
     struct pm_conn **conns;
-    char *out;
-    size_t len, i, n;
+    struct iovec iov[3];
+    char num[32], *out = NULL;
+    size_t close, i, n;
+    int niov = 3;
 
-    cJSON_DeleteItemFromObjectCaseSensitive(msg, "clients");
-    cJSON_AddNumberToObject(msg, "clients", (double)t->n);
-    out = cJSON_PrintUnformatted(msg);
-    len = strlen(out);
+    if (sig_json_scan(data, len, clients_key, &span, &close) && close > 1) {
+        iov[0].iov_base = (void *)data;
+        iov[1].iov_base = num;
+        if (span.end > 0) { /* replace its value */
+            iov[0].iov_len = span.start;
+            iov[1].iov_len = (size_t)snprintf(num, sizeof num, "%zu", t->n);
+            iov[2].iov_base = (void *)(data + span.end);
+            iov[2].iov_len = len - span.end;
+        } else { /* add it last */
+            iov[0].iov_len = close;
+            iov[1].iov_len =
+                (size_t)snprintf(num, sizeof num, ",\"clients\":%zu", t->n);
+            iov[2].iov_base = (void *)(data + close);
+            iov[2].iov_len = len - close;
+        }
+    } else {
+        while (cJSON_GetObjectItemCaseSensitive(msg, "clients") != NULL)
+            cJSON_DeleteItemFromObjectCaseSensitive(msg, "clients");
+        cJSON_AddNumberToObject(msg, "clients", (double)t->n);
+        out = cJSON_PrintUnformatted(msg);
+        iov[0].iov_base = out;
+        iov[0].iov_len = strlen(out);
+        niov = 1;
+    }
     /* A send can drop a slow reader, whose close edits t: copy first
      * (connections are freed only after this callback). */
     n = t->n;
@@ -162,7 +194,7 @@ fan_out(struct sig *s, struct yws_topic *t, cJSON *msg)
     for (i = 0; i < n; i++)
         conns[i] = t->subs[i]->client->conn;
     for (i = 0; i < n; i++)
-        if (pm_conn_ws_send(conns[i], PM_WS_TEXT, out, len) == PM_OK)
+        if (pm_conn_ws_sendv(conns[i], PM_WS_TEXT, iov, niov) == PM_OK)
             (*s->stats.relayed_yws)++;
     free(conns);
     free(out);
@@ -179,7 +211,7 @@ publish(struct sig *s, cJSON *msg, const char *data, size_t len)
     sig_cluster_broadcast(s, SIG_CHAN_TOPIC, topic->valuestring, data, len);
     t = topic_find(s, topic->valuestring);
     if (t != NULL)
-        fan_out(s, t, msg);
+        fan_out(s, t, msg, data, len);
 }
 
 void
@@ -192,7 +224,7 @@ sig_yws_remote(struct sig *s, const char *topic, const char *msg, size_t len)
         return;
     o = cJSON_ParseWithLength(msg, len);
     if (cJSON_IsObject(o))
-        fan_out(s, t, o);
+        fan_out(s, t, o, msg, len);
     cJSON_Delete(o);
 }
 
