@@ -327,6 +327,12 @@ ws_fail(struct pm_conn *c, uint16_t code)
     pm_conn_close(c);
 }
 
+size_t
+pm_conn_pending(const struct pm_conn *c)
+{
+    return c->freed ? 0 : pm_stream_pending(c->stream);
+}
+
 int
 pm_conn_ws_sendv(struct pm_conn *c, enum pm_ws_opcode op,
                  const struct iovec *iov, int n)

@@ -49,6 +49,11 @@ void pm_conn_set_ws_protocol(struct pm_conn *c, const char *proto, size_t len);
  */
 int pm_conn_ws_send(struct pm_conn *c, enum pm_ws_opcode op, const void *data,
                     size_t len);
+/*
+ * Bytes queued for c and not yet written to the socket (0 once c is
+ * gone): how far behind a reader is.
+ */
+size_t pm_conn_pending(const struct pm_conn *c);
 /* Send one message gathered from n pieces (copied), as pm_conn_ws_send. */
 int pm_conn_ws_sendv(struct pm_conn *c, enum pm_ws_opcode op,
                      const struct iovec *iov, int n);

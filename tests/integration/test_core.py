@@ -95,15 +95,18 @@ def test_body_over_max_body_is_413(server_factory):
 
 def test_body_is_read_before_the_answer(server_factory):
     srv = server_factory()
+    body = b'{"device_label": "split"}'
     s = open_conn(srv.port)
     try:
-        s.sendall(b"POST /register HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
+        s.sendall(b"POST /register HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
         s.settimeout(0.5)
         with pytest.raises(socket.timeout):
             s.recv(100)  # nothing until the whole body arrived
-        s.sendall(b"67890")
-        s.settimeout(3)
-        assert s.recv(100).startswith(b"HTTP/1.1 501 ")
+        s.sendall(body[10:])
+        _, data = wait_eof(s, 3)
+        assert data.startswith(b"HTTP/1.1 200 "), data
+        assert b'"display_name":"Client 1"' in data, data  # the whole body
     finally:
         s.close()
 
