@@ -72,7 +72,7 @@ struct sig_cluster {
     struct watch *watches;
     struct event *tick;
     uint64_t up_since_ms, refreshed_ms;
-    int64_t *redis_up, *instances;
+    int64_t *redis_up, *instances, *remote_peers;
     uint64_t *remote_relays;
     struct pm_histogram *latency;
 };
@@ -296,6 +296,7 @@ sig_cluster_forget(struct sig *s, struct sig_client *c)
 
     PM_ASSERT(c->conn == NULL && c->inst != NULL);
     TAILQ_REMOVE(&c->inst->peers, c, by_inst);
+    (*s->cluster->remote_peers)--;
     sig_realm_remove(s, c);
     free(c->token);
     free(c);
@@ -356,6 +357,7 @@ remote_join(struct sig *s, struct sig_inst *in, char kind, const char *realm,
     c->gen = in->gen;
     sig_realm_add(s, c, id);
     TAILQ_INSERT_TAIL(&in->peers, c, by_inst);
+    (*s->cluster->remote_peers)++;
     if (kind == SIG_REALM_MESH)
         sig_mesh_remote_joined(s, c);
     sig_offline_deliver(s, r, id); /* what waited for it goes there now */
@@ -910,6 +912,9 @@ sig_cluster_new(struct sig *s, char *err, size_t errlen)
     cl->instances =
         pm_metrics_gauge(m, "p2pmesh_signaling_cluster_instances", NULL,
                          "Other instances heard on the cluster channel");
+    cl->remote_peers =
+        pm_metrics_gauge(m, "p2pmesh_signaling_cluster_remote_peers", NULL,
+                         "Peers held by other instances, as known here");
     cl->remote_relays = pm_metrics_counter(
         m, "p2pmesh_signaling_cluster_relays_total", NULL,
         "Messages published to the instance holding their peer");

@@ -58,9 +58,32 @@ def ready(srv):
     return http_get(srv.port, "/ready").status == 200
 
 
-async def join_on(srv, pid, room=None):
+def synced(*servers):
+    """Every instance's replica holds every joined peer (joins travel
+    through Redis, so another instance learns of one a moment later)."""
+    def counts():
+        out = []
+        for srv in servers:
+            m = get_metrics(srv.port)[1]
+            out.append((metric_value(m, "p2pmesh_signaling_peers") or 0,
+                        metric_value(m, "p2pmesh_signaling_cluster_remote_peers")
+                        or 0))
+        return out
+
+    def ok():
+        c = counts()
+        total = sum(local for local, _ in c)
+        return all(local + remote == total for local, remote in c)
+    wait_until(ok, "replicas never converged")
+
+
+async def join_on(srv, pid, room=None, sync=()):
+    """Join pid on srv; with sync, wait until those instances know it."""
     url = srv.ws_url + ("?room=%s" % room if room else "")
-    return await join(url, pid)
+    ws, boot = await join(url, pid)
+    if sync:
+        await asyncio.to_thread(synced, *sync)
+    return ws, boot
 
 
 def test_peers_on_two_instances_find_and_reach_each_other(server_factory,
@@ -68,7 +91,7 @@ def test_peers_on_two_instances_find_and_reach_each_other(server_factory,
     a, b = pair(server_factory, redis_server)
 
     async def go():
-        wa, boot = await join_on(a, "aa")
+        wa, boot = await join_on(a, "aa", sync=(a, b))
         assert boot["peers"] == []
         wb, boot = await join_on(b, "ab")
         assert boot["peers"] == [{"id": "aa"}]
@@ -131,8 +154,8 @@ def test_takeover_across_instances(server_factory, redis_server):
     a, b = pair(server_factory, redis_server)
 
     async def go():
-        w1, _ = await join_on(a, "aa")
-        w2, _ = await join_on(b, "bb")
+        w1, _ = await join_on(a, "aa", sync=(a, b))
+        w2, _ = await join_on(b, "bb", sync=(a, b))
         assert (await recv_json(w1))["type"] == "peer_joined"
         w3, boot = await join_on(b, "aa")
         assert boot["peers"] == [{"id": "bb"}]
@@ -195,9 +218,9 @@ def test_redis_outage_keeps_local_service_and_recovers(server_factory,
 
     async def go():
         wa, _ = await join_on(a, "aa")
-        wa2, _ = await join_on(a, "ac")
+        wa2, _ = await join_on(a, "ac", sync=(a, b))
         await recv_json(wa)
-        wb, _ = await join_on(b, "ab")
+        wb, _ = await join_on(b, "ab", sync=(a, b))
         await recv_json(wa)
         await recv_json(wa2)
 
@@ -238,7 +261,7 @@ def test_dead_instance_peers_leave(server_factory, redis_server):
     a, b = pair(server_factory, redis_server)
 
     async def go():
-        wa, _ = await join_on(a, "aa")
+        wa, _ = await join_on(a, "aa", sync=(a, b))
         wb, _ = await join_on(b, "ab")
         assert await recv_json(wa) == {"type": "peer_joined", "peerId": "ab"}
         os.kill(b.proc.pid, signal.SIGKILL)
@@ -259,7 +282,7 @@ def test_instance_started_later_learns_existing_peers(server_factory,
         wa, _ = await join_on(a, "aa")
         b = server_factory(url)
         await asyncio.to_thread(wait_until, lambda: ready(b), "b not ready")
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(synced, a, b)
         wb, boot = await join_on(b, "ab")
         assert boot["peers"] == [{"id": "aa"}]
         await close_all([wa, wb])
@@ -320,7 +343,7 @@ def test_cluster_over_tls_with_a_private_ca(server_factory, tmp_path):
         wait_until(lambda: ready(a) and ready(b), "TLS cluster not ready")
 
         async def go():
-            wa, _ = await join_on(a, "aa")
+            wa, _ = await join_on(a, "aa", sync=(a, b))
             wb, boot = await join_on(b, "ab")
             assert boot["peers"] == [{"id": "aa"}]
             await wb.send(json.dumps({"type": "signal", "to": "aa"}))

@@ -119,8 +119,13 @@ def item_ok(item, sender, text, seq):
 # ------------------------------------------------------- plain routes
 
 
-def test_root_and_health(server):
+def test_root_and_health(server, server_factory):
+    # GET / is the PeerJS banner while PeerJS is mounted at / (default) ...
     r = http_get(server.port, "/")
+    assert r.status == 200 and r.json()["name"] == "PeerJS Server", r
+    # ... and the mailbox server's answer once PeerJS is mounted elsewhere
+    other = server_factory("--signaling.peerjs_path=/pj/")
+    r = http_get(other.port, "/")
     assert r.status == 200, r
     assert r.body == b"Server OK!"
     assert r.headers["content-type"].startswith("text/plain"), r
