@@ -816,7 +816,9 @@ pm_server_free(struct pm_server *srv)
         pm_stream_free(c->stream);
         event_free(c->timer);
         pm_ws_parser_close(&c->ws);
-        free(c);
+        c->freed = true;
+        if (c->refs == 0) /* else the last pm_conn_unref frees it */
+            free(c);
     }
     if (srv->role_state != NULL && srv->role->destroy != NULL)
         srv->role->destroy(srv->role_state);

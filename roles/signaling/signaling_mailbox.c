@@ -1257,9 +1257,11 @@ sig_mailbox_free(struct sig *s)
         return;
     /* The cluster (and its Redis link) went first: no reply can come. */
     mbs_free(s->mbx->store);
-    /* Their connections may be freed already: no unref. */
-    while ((q = TAILQ_FIRST(&s->mbx->reqs)) != NULL)
+    /* Their connections are closed; the references kept them. */
+    while ((q = TAILQ_FIRST(&s->mbx->reqs)) != NULL) {
+        pm_conn_unref(q->conn);
         req_release(q);
+    }
     /* Subscribers left through sig_mailbox_departed. */
     PM_ASSERT(s->mbx->topics == NULL);
     free(s->mbx);

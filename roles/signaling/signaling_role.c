@@ -162,6 +162,30 @@ sig_stop(void *state)
     ((struct sig *)state)->stopping = true;
 }
 
+/*
+ * With signaling.auth=jwt the mailbox API (every route is a POST) needs a
+ * token too; false when the request was refused here (401 sent).
+ */
+static bool
+mailbox_authorized(struct sig *s, struct pm_conn *conn,
+                   const struct pm_http_request *req)
+{
+    static const char body[] = "{\"message\":\"Unauthorized\"}";
+    char *sub = NULL;
+    int status = 401;
+
+    if (strcmp(s->conf->auth, "jwt") != 0 ||
+        !pm_strcaseeq(req->method, req->method_len, "POST"))
+        return true;
+    if (sig_auth_check(s, conn, req, &sub, &status) == PM_OK) {
+        free(sub);
+        return true;
+    }
+    pm_conn_http_respond(conn, status, "application/json",
+                         "WWW-Authenticate: Bearer\r\n", body, sizeof body - 1);
+    return false;
+}
+
 static int
 sig_http(void *state, struct pm_conn *conn, const struct pm_http_request *req,
          const uint8_t *body, size_t body_len)
@@ -171,6 +195,8 @@ sig_http(void *state, struct pm_conn *conn, const struct pm_http_request *req,
 
     if (rv == PM_ENOTFOUND)
         rv = sig_peerjs_http(s, conn, req);
+    if (rv == PM_ENOTFOUND && !mailbox_authorized(s, conn, req))
+        return PM_OK; /* answered 401 */
     if (rv == PM_ENOTFOUND)
         rv = sig_mailbox_http(s, conn, req, body, body_len);
     return rv;

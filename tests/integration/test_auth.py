@@ -411,3 +411,33 @@ def test_ice_startup_errors(flags, message):
     assert message in one_line(r.stderr), r.stderr
     r = run_cli("--role=signaling", "--check-config", *flags)
     assert r.returncode == 2 and message in one_line(r.stderr)
+
+
+def post_json(port, path, obj, headers):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", path, json.dumps(obj),
+                     dict(headers, **{"Content-Type": "application/json"}))
+        r = conn.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+def test_mailbox_api_needs_a_token(server_factory):
+    """With auth=jwt the mailbox REST API (POST routes) is refused without
+    a valid Bearer token, and served with one."""
+    server = jwt_server(server_factory)
+    body = {"device_label": "laptop"}
+    status, hdrs, data = post_json(server.port, "/register", body, {})
+    assert status == 401, data
+    assert json.loads(data) == {"message": "Unauthorized"}
+    assert hdrs["www-authenticate"] == "Bearer"
+    bad = make_jwt({"sub": "x"}, key="wrong")
+    status, _, _ = post_json(server.port, "/register", body,
+                             {"Authorization": "Bearer " + bad})
+    assert status == 401
+    status, _, data = post_json(server.port, "/register", body,
+                                {"Authorization": "Bearer " + token_for("x")})
+    assert status == 200 and "client_id" in json.loads(data), data
