@@ -145,7 +145,9 @@ def test_client_that_stops_reading_is_dropped(server_factory):
         await fast.send(json.dumps({"type": "join", "peerId": "fast"}))
         await fast.recv()
         pad = "x" * 8000
-        for _ in range(400):  # 3.2 MB toward the slow peer
+        # 9.6 MB toward the slow peer: more than the kernel buffers of both
+        # ends can take (tcp_wmem and tcp_rmem autotune up to 4-6 MB)
+        for _ in range(1200):
             await fast.send(json.dumps({"type": "signal", "to": "slow", "p": pad}))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
