@@ -6,10 +6,21 @@
  *   node yjs_sync.js <signaling url for doc A> [<signaling url for doc B>]
  *        [--room=NAME] [--timeout-ms=15000]
  *
- * Exit 0: doc A's insert reached doc B and doc B's insert reached doc A, and
- * each side saw its text arrive from a WebRTC peer it reached through the
- * signaling server. Exit 1 with a message on stderr otherwise (overall
- * timeout, ~15 s by default). A summary JSON line goes to stdout on success.
+ * Doc A's child starts first; once the server echoes A's own `announce`
+ * (A is in the topic) doc B's child starts. When both report a WebRTC
+ * connection that is connected and synced, A inserts text that B must see,
+ * then B inserts text that A must see.
+ *
+ * Exit 0 with a summary JSON line on stdout when both texts reached the other
+ * doc. Exit 1 with a message on stderr otherwise (overall timeout, 15 s by
+ * default), including each child's signaling trace (every publish sent and
+ * received, with data.type / signal type / from / to / clients, times in ms
+ * from the parent's start). YJS_SYNC_TRACE=1 adds the trace to the summary.
+ *
+ * Why A first: started together, each doc gets the other's announce and both
+ * offer; y-webrtc 10.3's glare handling then signals the winning offer into
+ * the other side's initiator simple-peer and the pair can hang for good
+ * (seen ~1 run in 20, with every signaling message delivered by the server).
  *
  * Why two child processes (one per Y.Doc):
  *  - y-webrtc keeps module-global state: one `rooms` map (a second provider
@@ -36,6 +47,8 @@
  *  - peerOpts.config.iceServers = []: simple-peer's default would ask
  *    Google's STUN servers; host candidates suffice on one machine and the
  *    test must not reach the internet.
+ *  - stdout of the children goes to stderr; keep LOG unset (lib0 logs every
+ *    module when LOG is set, even to "").
  */
 'use strict'
 
@@ -54,6 +67,8 @@ function parseArgs (argv) {
 }
 
 /* ------------------------------------------------------------------ child */
+
+let T0 = Date.now()
 
 async function runChild (url, room, name) {
   // Shims first: lib0 reads both globals when it is loaded / connects.
@@ -79,6 +94,30 @@ async function runChild (url, room, name) {
   })
   text.observe(() => send({ ev: 'text', text: text.toString() }))
 
+  // A trace of the signaling traffic, printed by the parent on failure.
+  const t0 = T0 // the parent's start: both children's times share one origin
+  const trace = []
+  const short = (id) => typeof id === 'string' ? id.slice(0, 4) : id
+  const note = (dir, m) => {
+    if (trace.length >= 200) return
+    const d = (m && typeof m.data === 'object' && m.data) || {}
+    const sig = d.signal || {}
+    trace.push([Date.now() - t0, dir, m && m.type, d.type, sig.type || (sig.candidate ? 'cand' : undefined),
+      short(d.from), short(d.to), m && m.clients].filter(x => x !== undefined).join(' '))
+  }
+  let subscribed = false // the server echoed our own announce: we are in the topic
+  for (const sc of provider.signalingConns) {
+    const orig = sc.send.bind(sc)
+    sc.send = (m) => { note('>', m); return orig(m) }
+    sc.on('message', (m) => {
+      note('<', m)
+      const r = provider.room
+      if (m && m.type === 'publish' && m.data && r && m.data.type === 'announce' && m.data.from === r.peerId) subscribed = true
+    })
+    sc.on('connect', () => trace.push((Date.now() - t0) + ' ws connected'))
+    sc.on('disconnect', () => trace.push((Date.now() - t0) + ' ws disconnected'))
+  }
+
   const state = () => {
     const r = provider.room
     const conns = r ? [...r.webrtcConns.values()] : []
@@ -86,7 +125,8 @@ async function runChild (url, room, name) {
       webrtcPeers: conns.length,
       webrtcReady: conns.filter(c => c.connected && c.synced).length,
       bcPeers: r ? r.bcConns.size : -1,
-      signalingConnected: provider.signalingConns.some(c => c.connected)
+      signalingConnected: provider.signalingConns.some(c => c.connected),
+      subscribed
     }
   }
   let lastState = ''
@@ -99,7 +139,10 @@ async function runChild (url, room, name) {
   }, 50)
 
   process.on('message', (m) => {
-    if (m.cmd === 'insert') {
+    if (m.cmd === 'dump') {
+      const r = provider.room
+      send({ ev: 'dump', peerId: r && r.peerId, trace })
+    } else if (m.cmd === 'insert') {
       text.insert(text.length, m.text)
     } else if (m.cmd === 'quit') {
       clearInterval(poll)
@@ -124,8 +167,9 @@ function runParent (opts) {
   const self = path.resolve(__filename)
   const kids = {}
   const st = { A: { text: '', state: {} }, B: { text: '', state: {} } }
-  let stage = 'waiting for both docs to connect over WebRTC'
+  let stage = 'waiting for A to be subscribed'
   let done = false
+  let startB = null
 
   const finish = (code, msg) => {
     if (done) return
@@ -142,9 +186,16 @@ function runParent (opts) {
     }, 400)
   }
 
-  const timer = setTimeout(() => finish(1,
-    'timeout after ' + opts.timeoutMs + ' ms ' + stage + '; A=' + JSON.stringify(st.A) +
-    ' B=' + JSON.stringify(st.B)), opts.timeoutMs)
+  const dumps = {}
+  const timer = setTimeout(() => {
+    // ask both children for their signaling trace, then fail with it
+    for (const k of Object.values(kids)) { try { k.send({ cmd: 'dump' }) } catch (e) {} }
+    setTimeout(() => finish(1,
+      'timeout after ' + opts.timeoutMs + ' ms ' + stage + '; A=' + JSON.stringify(st.A) +
+      ' B=' + JSON.stringify(st.B) + '\nsignaling trace (ms dir type data.type signal from to clients):\n' +
+      Object.entries(dumps).map(([n, d]) => n + ' (peerId ' + d.peerId + '):\n  ' + d.trace.join('\n  ')).join('\n')),
+    300)
+  }, opts.timeoutMs)
 
   const TA = 'hello from A;'
   const TB = 'hello from B;'
@@ -152,6 +203,16 @@ function runParent (opts) {
 
   const step = () => {
     if (done) return
+    // B starts once A's subscription is in place (A got its own announce
+    // back). Started together, each would get the other's announce and
+    // both would make an offer; y-webrtc 10.3's glare handling then feeds
+    // the winning offer into the losing side's initiator simple-peer and
+    // the pair can hang forever (observed ~1 run in 20, every signaling
+    // message delivered). Sequential start: only A offers.
+    if (stage === 'waiting for A to be subscribed' && st.A.state.subscribed) {
+      stage = 'waiting for both docs to connect over WebRTC'
+      startB()
+    }
     if (stage.startsWith('waiting for both') && ready(st.A.state) && ready(st.B.state)) {
       stage = 'waiting for A\'s insert to reach B'
       kids.A.send({ cmd: 'insert', text: TA })
@@ -165,19 +226,26 @@ function runParent (opts) {
       if (st.A.state.bcPeers !== 0 || st.B.state.bcPeers !== 0) {
         return finish(1, 'BroadcastChannel peers seen: ' + JSON.stringify(st))
       }
+      if (process.env.YJS_SYNC_TRACE) {
+        for (const k of Object.values(kids)) { try { k.send({ cmd: 'dump' }) } catch (e) {} }
+        stage = 'dumping'
+        return setTimeout(() => finish(0, JSON.stringify({ ok: true, room, A: st.A, B: st.B, trace: dumps })), 300)
+      }
       finish(0, JSON.stringify({ ok: true, room, A: st.A, B: st.B }))
     }
   }
 
-  for (const [name, url] of [['A', urlA], ['B', urlB]]) {
-    const k = fork(self, ['--child', url, '--room=' + room, '--name=' + name], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  const startChild = (name, url) => {
+    const k = fork(self, ['--child', url, '--room=' + room, '--name=' + name, '--t0=' + T0], {
+      // children write only diagnostics: to stderr, stdout is the summary
+      stdio: ['ignore', 2, 2, 'ipc']
     })
     kids[name] = k
     k.on('message', (m) => {
+      if (m.ev === 'dump') { dumps[name] = m; return }
       if (m.ev === 'text') st[name].text = m.text
       else if (m.ev === 'state') {
-        st[name].state = { webrtcPeers: m.webrtcPeers, webrtcReady: m.webrtcReady, bcPeers: m.bcPeers, signalingConnected: m.signalingConnected }
+        st[name].state = { webrtcPeers: m.webrtcPeers, webrtcReady: m.webrtcReady, bcPeers: m.bcPeers, signalingConnected: m.signalingConnected, subscribed: m.subscribed }
       }
       step()
     })
@@ -185,6 +253,8 @@ function runParent (opts) {
       if (!done) finish(1, 'child ' + name + ' exited early (' + (sig || code) + ') ' + stage)
     })
   }
+  startChild('A', urlA)
+  startB = () => startChild('B', urlB)
 }
 
 /* ------------------------------------------------------------------- main */
@@ -192,7 +262,9 @@ function runParent (opts) {
 const args = process.argv.slice(2)
 if (args[0] === '--child') {
   const name = (args.find(a => a.startsWith('--name=')) || '--name=?').slice(7)
-  const o = parseArgs(args.filter(a => !a.startsWith('--name=')))
+  const t0arg = args.find(a => a.startsWith('--t0='))
+  if (t0arg) T0 = parseInt(t0arg.slice(5), 10)
+  const o = parseArgs(args.filter(a => !a.startsWith('--name=') && !a.startsWith('--t0=')))
   runChild(o.urls[0], o.room, name).catch((e) => {
     process.stderr.write('child ' + name + ': ' + (e && e.stack || e) + '\n')
     process.exit(1)
