@@ -819,6 +819,30 @@ sig_mailbox_departed(struct sig *s, struct sig_client *c)
     free(t);
 }
 
+/*
+ * The first result of a step is the caller's mailbox meta: parse it into
+ * q->meta. False when the request was answered instead (store failure,
+ * 404 Mailbox not found, unreadable state).
+ */
+static bool
+meta_loaded(struct mb_req *q, int err, const char *errtext,
+            const struct mbs_res *res, const char **peer, uint64_t *created,
+            uint64_t *expires)
+{
+    if (store_failed(q, err, errtext))
+        return false;
+    if (res[0].nil) {
+        reply_error(q, 404, "Mailbox not found");
+        return false;
+    }
+    q->meta = cJSON_Parse(res[0].str);
+    if (!meta_parse(q->meta, peer, created, expires)) {
+        reply_bad_state(q);
+        return false;
+    }
+    return true;
+}
+
 /* ---- /connection/init, join, send, recv, close -------------------- */
 
 static void
@@ -911,17 +935,8 @@ join_meta(void *arg, int err, const char *errtext, const struct mbs_res *res)
     const char *peer;
     uint64_t created, expires;
 
-    if (store_failed(q, err, errtext))
+    if (!meta_loaded(q, err, errtext, res, &peer, &created, &expires))
         return;
-    if (res[0].nil) {
-        reply_error(q, 404, "Mailbox not found");
-        return;
-    }
-    q->meta = cJSON_Parse(res[0].str);
-    if (!meta_parse(q->meta, &peer, &created, &expires)) {
-        reply_bad_state(q);
-        return;
-    }
     if (q->now >= expires) { /* in its grace period: as if gone */
         reply_error(q, 404, "Mailbox not found");
         return;
@@ -1036,17 +1051,8 @@ send_meta(void *arg, int err, const char *errtext, const struct mbs_res *res)
     const char *peer;
     uint64_t created, expires;
 
-    if (store_failed(q, err, errtext))
+    if (!meta_loaded(q, err, errtext, res, &peer, &created, &expires))
         return;
-    if (res[0].nil) {
-        reply_error(q, 404, "Mailbox not found");
-        return;
-    }
-    q->meta = cJSON_Parse(res[0].str);
-    if (!meta_parse(q->meta, &peer, &created, &expires)) {
-        reply_bad_state(q);
-        return;
-    }
     if (peer == NULL) {
         reply_error(q, 409, "No peer connected");
         return;
@@ -1086,17 +1092,8 @@ recv_done(void *arg, int err, const char *errtext, const struct mbs_res *res)
     uint64_t created, expires, last;
     cJSON *o;
 
-    if (store_failed(q, err, errtext))
+    if (!meta_loaded(q, err, errtext, res, &peer, &created, &expires))
         return;
-    if (res[0].nil) {
-        reply_error(q, 404, "Mailbox not found");
-        return;
-    }
-    q->meta = cJSON_Parse(res[0].str);
-    if (!meta_parse(q->meta, &peer, &created, &expires)) {
-        reply_bad_state(q);
-        return;
-    }
     if (q->now < expires) { /* activity; an expired session stays so */
         b_renew(&b, s, q->mailbox_id, q->meta, q->now + s->conf->mailbox_ttl);
         b_run(s, &b, NULL, NULL);
