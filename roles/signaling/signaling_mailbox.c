@@ -553,15 +553,22 @@ heartbeat_next(struct mb_req *q)
     b_run(q->s, &b, heartbeat_done, q);
 }
 
+/* Check the body's client_id and session_token, then run next. */
 static void
-heartbeat_start(struct mb_req *q)
+auth_body(struct mb_req *q, void (*next)(struct mb_req *))
 {
     const char *id, *token;
 
     if ((id = field(q, q->body, "client_id")) == NULL ||
         (token = field(q, q->body, "session_token")) == NULL)
         return;
-    auth(q, id, token, heartbeat_next);
+    auth(q, id, token, next);
+}
+
+static void
+heartbeat_start(struct mb_req *q)
+{
+    auth_body(q, heartbeat_next);
 }
 
 /* ---- legacy /signal and /signal/fetch ----------------------------- */
@@ -658,12 +665,7 @@ fetch_next(struct mb_req *q)
 static void
 fetch_start(struct mb_req *q)
 {
-    const char *id, *token;
-
-    if ((id = field(q, q->body, "client_id")) == NULL ||
-        (token = field(q, q->body, "session_token")) == NULL)
-        return;
-    auth(q, id, token, fetch_next);
+    auth_body(q, fetch_next);
 }
 
 /* ---- push hub ----------------------------------------------------- */

@@ -125,9 +125,9 @@ struct opts {
     int pid_b;       /* second server (--port-b), CPU added to the server's */
     int aux_pid;     /* one more process (Redis) reported separately */
     double start_delay; /* s between setup done and the first message */
-    int idle;        /* idle mode: connections, 0 = relay mode */
-    bool idle_join;  /* idle: join (p2pmesh) after upgrade */
-    double settle;   /* idle: seconds to hold before the RSS reading */
+    int idle;           /* idle mode: connections, 0 = relay mode */
+    bool idle_join;     /* idle: join (p2pmesh) after upgrade */
+    double settle;      /* idle: seconds to hold before the RSS reading */
     bool json;
     char room[64];
     int room_size;   /* >0: connection i joins room "<room>-<i/room_size>" */
@@ -170,8 +170,8 @@ struct conn {
     size_t prefix_len;
     uint64_t next_seq, expect_seq;
     uint64_t echo_seq; /* ywebrtc: next own sequence number echoed */
-    uint64_t t_phase; /* when the current setup state began */
-    bool closing;     /* we sent close */
+    uint64_t t_phase;  /* when the current setup state began */
+    bool closing;      /* we sent close */
 };
 
 static struct opts O;
@@ -1700,14 +1700,13 @@ report_relay(void)
     double rate = win > 0 ? (double)recv_during_win / win : 0;
     double per_cpu = srv > 0 ? (double)recv_during_win / srv : -1;
     uint64_t lost = sent_win > recv_win ? sent_win - recv_win : 0;
-    uint64_t echo_lost = O.dialect == D_YWEBRTC && sent_win > echo_win
-                             ? sent_win - echo_win
-                             : 0;
+    uint64_t echo_lost =
+        O.dialect == D_YWEBRTC && sent_win > echo_win ? sent_win - echo_win : 0;
     double mach = mach_cpu0 >= 0 && mach_cpu1 >= 0 ? mach_cpu1 - mach_cpu0 : -1;
     /* CPU used by everything else on the machine during the window */
-    double other = mach >= 0 ? mach - cli - (srv >= 0 ? srv : 0) -
-                                   (aux >= 0 ? aux : 0)
-                             : -1;
+    double other =
+        mach >= 0 ? mach - cli - (srv >= 0 ? srv : 0) - (aux >= 0 ? aux : 0)
+                  : -1;
     if (other < 0 && mach >= 0)
         other = 0;
     const char *dn = dialect_name();
@@ -1786,8 +1785,7 @@ report_relay(void)
                    aux, 100 * aux / win);
         if (O.dialect == D_YWEBRTC)
             printf("echoes             %" PRIu64 " (lost in window %" PRIu64
-                   ", out of order %" PRIu64 "), missing clients %" PRIu64
-                   "\n",
+                   ", out of order %" PRIu64 "), missing clients %" PRIu64 "\n",
                    echoes_total, echo_lost, echo_seq_bad, missing_clients);
         printf("client CPU         %.2f s (%.0f %%)%s\n", cli, 100 * cli / win,
                O.spin ? " (spinning)" : "");
