@@ -131,12 +131,6 @@ pm_conn_unref(struct pm_conn *c)
         free(c);
 }
 
-bool
-pm_conn_alive(const struct pm_conn *c)
-{
-    return c->state != PM_CONN_DEAD && c->state != PM_CONN_CLOSING;
-}
-
 void
 pm_conn_http_wait(struct pm_conn *c)
 {

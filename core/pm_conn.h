@@ -74,8 +74,6 @@ void pm_conn_close(struct pm_conn *c);
  */
 void pm_conn_ref(struct pm_conn *c);
 void pm_conn_unref(struct pm_conn *c);
-/* True while c can still be answered or written to. */
-bool pm_conn_alive(const struct pm_conn *c);
 
 /*
  * Answer the HTTP request being handled on c (role http hooks, or later

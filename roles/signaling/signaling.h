@@ -209,7 +209,7 @@ int sig_route(struct sig *s, struct sig_realm *r, const char *from,
 void sig_undeliverable(struct sig *s, struct sig_realm *r, const char *from,
                        const char *to, const char *type);
 /* Send one message to a local client's socket. */
-void sig_send_local(struct sig *s, struct sig_client *c, const char *type,
+void sig_send_local(struct sig *s, struct sig_client *c,
                     const struct iovec *iov, int n);
 /* p2pmesh relay: forward msg (parsed from data[0..len), still owned by
  * the caller) to peer to with "from" set to c's id. */

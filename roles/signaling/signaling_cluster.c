@@ -587,7 +587,7 @@ recv_relay(struct sig *s, struct rbuf *rb)
     if (target != NULL && target->conn != NULL) {
         uint64_t now = pm_wall_us(), t0 = strtoull(sent, NULL, 10);
 
-        sig_send_local(s, target, type, &iov, 1);
+        sig_send_local(s, target, &iov, 1);
         if (now >= t0)
             pm_histogram_observe(cl->latency, (double)(now - t0) / 1e6);
     } else if (strcmp(type, "error") == 0 || strcmp(type, "EXPIRE") == 0) {
@@ -766,6 +766,23 @@ chan_name(const struct sig_cluster *cl, enum sig_chan kind, const char *name)
                         kind == SIG_CHAN_TOPIC ? "topic" : "mbpush", name);
 }
 
+/* The watch of (kind, name), or NULL; *chp gets its channel name
+ * (malloc'd) when chp is not NULL. */
+static struct watch *
+watch_find(struct sig_cluster *cl, enum sig_chan kind, const char *name,
+           char **chp)
+{
+    char *ch = chan_name(cl, kind, name);
+    struct watch *w;
+
+    HASH_FIND_STR(cl->watches, ch, w);
+    if (chp != NULL)
+        *chp = ch;
+    else
+        free(ch);
+    return w;
+}
+
 void
 sig_cluster_watch(struct sig *s, enum sig_chan kind, const char *name)
 {
@@ -775,8 +792,7 @@ sig_cluster_watch(struct sig *s, enum sig_chan kind, const char *name)
 
     if (cl == NULL)
         return;
-    ch = chan_name(cl, kind, name);
-    HASH_FIND_STR(cl->watches, ch, w);
+    w = watch_find(cl, kind, name, &ch);
     if (w != NULL) {
         w->refs++;
         free(ch);
@@ -797,13 +813,10 @@ sig_cluster_unwatch(struct sig *s, enum sig_chan kind, const char *name)
 {
     struct sig_cluster *cl = s->cluster;
     struct watch *w;
-    char *ch;
 
     if (cl == NULL)
         return;
-    ch = chan_name(cl, kind, name);
-    HASH_FIND_STR(cl->watches, ch, w);
-    free(ch);
+    w = watch_find(cl, kind, name, NULL);
     if (w == NULL || --w->refs > 0)
         return;
     if (cl->sub_up)

@@ -134,10 +134,9 @@ sig_json_scan(const char *s, size_t len, const char *const *keys,
 }
 
 void
-sig_send_local(struct sig *s, struct sig_client *c, const char *type,
-               const struct iovec *iov, int n)
+sig_send_local(struct sig *s, struct sig_client *c, const struct iovec *iov,
+               int n)
 {
-    (void)type;
     if (pm_conn_ws_sendv(c->conn, PM_WS_TEXT, iov, n) != PM_OK)
         return;
     switch (c->dialect) {
@@ -216,7 +215,7 @@ sig_route(struct sig *s, struct sig_realm *r, const char *from, const char *to,
     int rv;
 
     if (target != NULL && target->conn != NULL) {
-        sig_send_local(s, target, type, iov, n);
+        sig_send_local(s, target, iov, n);
         return PM_OK;
     }
     if (target != NULL &&

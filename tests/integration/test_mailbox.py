@@ -599,3 +599,41 @@ def test_cluster_redis_loss_and_recovery(server_factory, redis_server):
     assert again["display_name"] == "Client 1"
     expect(api.heartbeat(again), 200)
     assert srv.alive()
+
+
+def test_unanswered_store_gives_504_and_the_connection_lives_on(
+        server_factory, redis_server):
+    """Redis alive but frozen (SIGSTOP): a call waiting on it is answered
+    504 after http.header_timeout, never left hanging; once Redis thaws
+    the same server answers again, and a shutdown with a call still
+    waiting exits cleanly."""
+    import os
+    import signal as sig
+
+    srv = server_factory("--redis.url=" + redis_server.url,
+                         "--http.header_timeout=1s")
+    wait_ready(srv)
+    os.kill(redis_server.proc.pid, sig.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = post(srv.port, "/register", {"device_label": "x"})
+        took = time.monotonic() - t0
+        assert r.status == 504, r
+        assert 0.8 < took < 4.0, took
+    finally:
+        os.kill(redis_server.proc.pid, sig.SIGCONT)
+    wait_ready(srv)
+    expect(post(srv.port, "/register", {"device_label": "y"}), 200)
+
+    # a call still waiting when the server stops: clean exit (status 0)
+    os.kill(redis_server.proc.pid, sig.SIGSTOP)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        conn.request("POST", "/register", body=b'{"device_label":"z"}',
+                     headers={"Content-Type": "application/json"})
+        time.sleep(0.3)
+        srv.proc.send_signal(sig.SIGTERM)
+        assert srv.proc.wait(timeout=10) == 0
+        conn.close()
+    finally:
+        os.kill(redis_server.proc.pid, sig.SIGCONT)
