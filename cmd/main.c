@@ -57,7 +57,6 @@ main(int argc, char **argv)
     bool print = false, check = false;
     const struct pm_role *role;
     struct pm_core_conf conf;
-    struct pm_conf_table core_t, role_t;
     struct pm_config *cfg;
     struct pm_server *srv;
     void *role_conf;
@@ -94,10 +93,7 @@ main(int argc, char **argv)
 
     memset(&conf, 0, sizeof conf);
     role_conf = pm_xcalloc(1, role->conf_size + 1);
-    core_t = pm_server_conf_table(&conf, role);
-    role_t.keys = role->conf_keys;
-    role_t.target = role_conf;
-    cfg = pm_config_new(&core_t, &role_t, role->env_aliases);
+    cfg = pm_server_config_new(&conf, role, role_conf);
     if (pm_config_load(cfg, argc, argv, environ, err, sizeof err) != PM_OK ||
         pm_server_conf_check(&conf, err, sizeof err) != PM_OK ||
         (role->validate != NULL &&

@@ -56,14 +56,14 @@ add_table(struct pm_config *cfg, const struct pm_conf_table *t)
 }
 
 struct pm_config *
-pm_config_new(const struct pm_conf_table *core,
-              const struct pm_conf_table *role,
+pm_config_new(const struct pm_conf_table *tables, size_t n,
               const struct pm_conf_alias *aliases)
 {
     struct pm_config *cfg = pm_xcalloc(1, sizeof *cfg);
+    size_t i;
 
-    add_table(cfg, core);
-    add_table(cfg, role);
+    for (i = 0; i < n; i++)
+        add_table(cfg, &tables[i]);
     cfg->aliases = aliases;
     return cfg;
 }

@@ -67,12 +67,11 @@ struct pm_conf_table {
 struct pm_config;
 
 /*
- * Create a config over up to two tables (core, role; role may have NULL
- * keys) and the role's env aliases (may be NULL). Tables and aliases are
- * borrowed and must outlive the config.
+ * Create a config over n tables (core first, then the role's; a table
+ * may have NULL keys) and the role's env aliases (may be NULL). Tables
+ * and aliases are borrowed and must outlive the config.
  */
-struct pm_config *pm_config_new(const struct pm_conf_table *core,
-                                const struct pm_conf_table *role,
+struct pm_config *pm_config_new(const struct pm_conf_table *tables, size_t n,
                                 const struct pm_conf_alias *aliases);
 void pm_config_free(struct pm_config *cfg);
 

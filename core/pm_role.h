@@ -31,8 +31,11 @@ struct pm_role {
     const char *summary;   /* one line for --help */
     uint16_t default_port; /* 0: no inbound listener */
 
-    /* Role config: keys under "<name>.", bound to a struct of conf_size. */
+    /* Role config: keys under "<name>.", bound to a struct of conf_size.
+     * base_keys (may be NULL) are another role's keys bound to the start
+     * of the same struct (the lambda role runs the signaling dialect). */
     const struct pm_conf_key *conf_keys;
+    const struct pm_conf_key *base_keys;
     size_t conf_size;
     /* Legacy environment names of the role's deployments (may be NULL). */
     const struct pm_conf_alias *env_aliases;

@@ -144,15 +144,20 @@ struct pm_server {
     int exit_code;
 };
 
-struct pm_conf_table
-pm_server_conf_table(struct pm_core_conf *conf, const struct pm_role *role)
+struct pm_config *
+pm_server_config_new(struct pm_core_conf *conf, const struct pm_role *role,
+                     void *role_conf)
 {
     static char port[8];
-    struct pm_conf_table t = {core_keys, conf};
+    struct pm_conf_table t[] = {
+        {core_keys, conf},
+        {role->base_keys, role_conf},
+        {role->conf_keys, role_conf},
+    };
 
     snprintf(port, sizeof port, "%u", (unsigned)role->default_port);
     core_keys[1].def = port;
-    return t;
+    return pm_config_new(t, sizeof t / sizeof t[0], role->env_aliases);
 }
 
 /* Does a comma-separated list contain this exact item? */
@@ -629,15 +634,13 @@ on_reload(int signo, void *arg)
     struct pm_server *srv = arg;
     struct pm_core_conf fresh;
     void *role_fresh = pm_xcalloc(1, srv->role->conf_size + 1);
-    struct pm_conf_table core = pm_server_conf_table(&fresh, srv->role);
-    struct pm_conf_table role = {srv->role->conf_keys, role_fresh};
     struct pm_config *cfg;
     char err[PM_ERRMSG_SIZE];
     extern char **environ;
 
     (void)signo;
     memset(&fresh, 0, sizeof fresh);
-    cfg = pm_config_new(&core, &role, srv->role->env_aliases);
+    cfg = pm_server_config_new(&fresh, srv->role, role_fresh);
     if (pm_config_load(cfg, srv->argc, srv->argv, environ, err, sizeof err) !=
         PM_OK) {
         pm_log(PM_LOG_ERROR, "reload_failed", "%s; keeping the old settings",

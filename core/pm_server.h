@@ -55,9 +55,14 @@ struct pm_core_conf {
     char *origin_allow;
 };
 
-/* The core key table bound to conf (port default from the role). */
-struct pm_conf_table pm_server_conf_table(struct pm_core_conf *conf,
-                                          const struct pm_role *role);
+/*
+ * The config of role: the core keys bound to conf (port default from the
+ * role), the role's base keys and its own keys bound to role_conf (a
+ * zeroed block of role->conf_size bytes). Both are borrowed.
+ */
+struct pm_config *pm_server_config_new(struct pm_core_conf *conf,
+                                       const struct pm_role *role,
+                                       void *role_conf);
 
 struct pm_server;
 

@@ -10,6 +10,10 @@
  * instance also holds the peers of the other instances (conn NULL, inst
  * set), kept current by the cluster event channel, so bootstrap lists,
  * announcements and routing decisions are local lookups.
+ *
+ * A client may also be reached through a port instead of a WebSocket
+ * here (conn NULL, port set): the lambda role runs this same dialect code
+ * for API Gateway connections, with a registry it loads per event.
  */
 #ifndef SIGNALING_H
 #define SIGNALING_H
@@ -74,10 +78,28 @@ struct sig_realm;
 struct sig_inst;
 struct sig_yws;
 struct sig_mbx;
+struct sig_client;
+
+/*
+ * How the dialect reaches a client that has no WebSocket here (the
+ * lambda role's API Gateway connections). Every hook borrows c.
+ */
+struct sig_port {
+    /* One text message (the pieces concatenated, copied). */
+    void (*send)(void *arg, struct sig_client *c, const struct iovec *iov,
+                 int n);
+    /* Close c's connection after what was sent to it. */
+    void (*close)(void *arg, struct sig_client *c, const char *reason);
+    /* c was registered as c->id / is being unregistered. */
+    void (*joined)(void *arg, struct sig_client *c);
+    void (*left)(void *arg, struct sig_client *c);
+    void *arg;
+};
 
 struct sig_client {
-    struct pm_conn *conn;  /* NULL: a peer held by another instance */
-    struct sig_inst *inst; /* that instance (remote entries only) */
+    struct pm_conn *conn;        /* NULL: reached through port, or remote */
+    const struct sig_port *port; /* a port client (conn NULL) */
+    struct sig_inst *inst;       /* remote: the instance holding the peer */
     enum sig_dialect dialect;
     struct sig_realm *realm; /* NULL until the dialect picks one */
     char *id;                /* registered peer id, NULL before join */
@@ -88,6 +110,7 @@ struct sig_client {
     uint64_t last_seen_ms;   /* PeerJS: last HEARTBEAT (or any message) */
     uint32_t gen;            /* remote: snapshot generation last seen */
     void *dd;                /* dialect data (y-webrtc topics, mailbox id) */
+    void *ext;               /* port clients: the embedding role's data */
     bool hex;                /* the id is hex: key holds its value */
     uint8_t key[64];         /* big-endian, right-aligned, for XOR distance */
     UT_hash_handle hh;       /* in realm->peers while id is set */
@@ -157,6 +180,13 @@ struct sig {
     struct sig_mbx *mbx;         /* signaling_mailbox.c */
 };
 
+/* Here (a WebSocket or a port), not a peer of another instance. */
+static inline bool
+sig_client_local(const struct sig_client *c)
+{
+    return c->inst == NULL;
+}
+
 /* signaling_realm.c: realms, the peer registry, nearest-peer selection */
 struct sig_realm *sig_realm_get(struct sig *s, enum sig_realm_kind kind,
                                 const char *name);
@@ -166,10 +196,13 @@ void sig_realm_release(struct sig *s, struct sig_realm *r);
 struct sig_client *sig_realm_find(struct sig_realm *r, const char *id);
 /*
  * Register c as id in c->realm (id copied). For a local c in cluster mode
- * the other instances are told (and a holder of id there is displaced).
+ * the other instances are told (and a holder of id there is displaced);
+ * a port client is reported to its port (so a loader registers known
+ * peers before it sets their port).
  */
 void sig_realm_add(struct sig *s, struct sig_client *c, const char *id);
-/* Unregister c (no-op before add); tells the cluster for a local c. */
+/* Unregister c (no-op before add); tells the cluster for a local c, the
+ * port for a port client. */
 void sig_realm_remove(struct sig *s, struct sig_client *c);
 /*
  * Up to k registered peers of the realm nearest to id (XOR distance of hex
@@ -208,9 +241,14 @@ int sig_route(struct sig *s, struct sig_realm *r, const char *from,
  * to to was not delivered: p2pmesh error text, or PeerJS EXPIRE. */
 void sig_undeliverable(struct sig *s, struct sig_realm *r, const char *from,
                        const char *to, const char *type);
-/* Send one message to a local client's socket. */
+/* Send one message to a local client (its socket or port); counted as
+ * relayed. */
 void sig_send_local(struct sig *s, struct sig_client *c,
                     const struct iovec *iov, int n);
+/* Send to a local client: pieces, one JSON value, or close it. */
+int sig_client_send(struct sig_client *c, const struct iovec *iov, int n);
+void sig_client_send_json(struct sig_client *c, const struct cJSON *o);
+void sig_client_close(struct sig_client *c, const char *reason);
 /* p2pmesh relay: forward msg (parsed from data[0..len), still owned by
  * the caller) to peer to with "from" set to c's id. */
 void sig_relay(struct sig *s, struct sig_client *c, struct cJSON *msg,

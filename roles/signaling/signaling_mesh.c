@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <cjson/cJSON.h>
 
@@ -37,7 +38,7 @@ static const char *const relay_types[] = {
 static void
 send_json(struct sig_client *c, cJSON *o)
 {
-    pm_conn_ws_send_json(c->conn, o);
+    sig_client_send_json(c, o);
     cJSON_Delete(o);
 }
 
@@ -67,15 +68,21 @@ static void
 send_to_all(struct sig_client **to, size_t n, const cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
-    size_t len = strlen(s), i;
+    struct iovec iov = {s, strlen(s)};
     struct pm_conn **conns = pm_xmalloc(n * sizeof *conns);
+    size_t i;
 
-    /* A send can drop a slow reader, and its departure free other
-     * clients: take the connections (freed only later) first. */
-    for (i = 0; i < n; i++)
+    /* A socket send can drop a slow reader, and its departure free other
+     * clients: port clients first, then the connections (freed only
+     * later) taken beforehand. */
+    for (i = 0; i < n; i++) {
         conns[i] = to[i]->conn;
+        if (conns[i] == NULL)
+            sig_client_send(to[i], &iov, 1);
+    }
     for (i = 0; i < n; i++)
-        pm_conn_ws_send(conns[i], PM_WS_TEXT, s, len);
+        if (conns[i] != NULL)
+            pm_conn_ws_send(conns[i], PM_WS_TEXT, s, iov.iov_len);
     free(conns);
     free(s);
 }
@@ -108,7 +115,7 @@ announce(const struct nearest *near, size_t n, const char *type, const char *id)
         n = near->n;
     local = pm_xmalloc((n ? n : 1) * sizeof *local);
     for (i = 0; i < n; i++)
-        if (near->v[i]->conn != NULL && near->v[i]->dialect == SIG_MESH)
+        if (sig_client_local(near->v[i]) && near->v[i]->dialect == SIG_MESH)
             local[m++] = near->v[i];
     if (m > 0) {
         o = cJSON_CreateObject();
@@ -175,8 +182,7 @@ sig_mesh_displaced(struct sig *s, struct sig_client *c)
 {
     sig_send_error(c, "Another client joined with your ID.");
     sig_realm_remove(s, c);
-    pm_conn_ws_close(c->conn, PM_WS_NORMAL,
-                     "another client joined with this id");
+    sig_client_close(c, "another client joined with this id");
 }
 
 /* {"type":"bootstrap_peers","peers":[{"id":..}]} with the first n. */
@@ -237,7 +243,7 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
     }
     if (c->id != NULL) /* a new id on the same socket replaces the old */
         sig_mesh_departed(s, c);
-    if (holder != NULL && holder->conn != NULL) {
+    if (holder != NULL && sig_client_local(holder)) {
         /* The newcomer wins; the old socket's close must not unregister. */
         sig_mesh_displaced(s, holder);
     } else if (holder != NULL) {
@@ -247,7 +253,8 @@ on_join(struct sig *s, struct sig_client *c, cJSON *msg)
     sig_realm_add(s, c, id);
     (*s->stats.joins)++;
     pm_log_kv(PM_LOG_DEBUG, "peer_joined", "peer joined", "peer", id, "realm",
-              c->realm->name, "ip", pm_conn_ip(c->conn), NULL);
+              c->realm->name, "ip",
+              c->conn != NULL ? pm_conn_ip(c->conn) : NULL, NULL);
     /* One pass over the realm serves both lists (same order). */
     k = (size_t)(s->conf->bootstrap_count > s->conf->announce_max
                      ? s->conf->bootstrap_count
@@ -263,7 +270,7 @@ static void
 on_leave(struct sig *s, struct sig_client *c)
 {
     sig_mesh_departed(s, c);
-    pm_conn_ws_close(c->conn, PM_WS_NORMAL, "left");
+    sig_client_close(c, "left");
 }
 
 static void

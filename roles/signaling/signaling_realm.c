@@ -102,6 +102,8 @@ sig_realm_add(struct sig *s, struct sig_client *c, const char *id)
     if (c->conn != NULL) {
         (*s->stats.peers)++;
         sig_cluster_joined(s, c);
+    } else if (c->port != NULL) {
+        c->port->joined(c->port->arg, c);
     }
 }
 
@@ -113,6 +115,8 @@ sig_realm_remove(struct sig *s, struct sig_client *c)
     if (c->conn != NULL) {
         sig_cluster_left(s, c);
         (*s->stats.peers)--;
+    } else if (c->port != NULL) {
+        c->port->left(c->port->arg, c);
     }
     if (c->hex)
         sorted_remove(c->realm, c);

@@ -133,11 +133,46 @@ sig_json_scan(const char *s, size_t len, const char *const *keys,
     return true;
 }
 
+int
+sig_client_send(struct sig_client *c, const struct iovec *iov, int n)
+{
+    if (c->conn != NULL)
+        return pm_conn_ws_sendv(c->conn, PM_WS_TEXT, iov, n);
+    c->port->send(c->port->arg, c, iov, n);
+    return PM_OK;
+}
+
+void
+sig_client_send_json(struct sig_client *c, const cJSON *o)
+{
+    struct iovec iov;
+    char *text;
+
+    if (c->conn != NULL) {
+        pm_conn_ws_send_json(c->conn, o);
+        return;
+    }
+    text = cJSON_PrintUnformatted(o);
+    iov.iov_base = text;
+    iov.iov_len = strlen(text);
+    c->port->send(c->port->arg, c, &iov, 1);
+    free(text);
+}
+
+void
+sig_client_close(struct sig_client *c, const char *reason)
+{
+    if (c->conn != NULL)
+        pm_conn_ws_close(c->conn, PM_WS_NORMAL, reason);
+    else
+        c->port->close(c->port->arg, c, reason);
+}
+
 void
 sig_send_local(struct sig *s, struct sig_client *c, const struct iovec *iov,
                int n)
 {
-    if (pm_conn_ws_sendv(c->conn, PM_WS_TEXT, iov, n) != PM_OK)
+    if (sig_client_send(c, iov, n) != PM_OK)
         return;
     switch (c->dialect) {
     case SIG_PEERJS:
@@ -196,8 +231,8 @@ sig_undeliverable(struct sig *s, struct sig_realm *r, const char *from,
     cJSON_Delete(o);
     iov.iov_base = out;
     iov.iov_len = strlen(out);
-    if (sender->conn != NULL)
-        pm_conn_ws_sendv(sender->conn, PM_WS_TEXT, &iov, 1);
+    if (sig_client_local(sender))
+        sig_client_send(sender, &iov, 1);
     else /* the sender is on another instance */
         sig_cluster_relay(s, sender, to,
                           r->kind == SIG_REALM_PEERJS ? "EXPIRE" : "error",
@@ -214,7 +249,7 @@ sig_route(struct sig *s, struct sig_realm *r, const char *from, const char *to,
     size_t len;
     int rv;
 
-    if (target != NULL && target->conn != NULL) {
+    if (target != NULL && sig_client_local(target)) {
         sig_send_local(s, target, iov, n);
         return PM_OK;
     }

@@ -236,8 +236,7 @@ static const struct pm_conf_alias aliases[] = {
 
 static struct tconf T;
 static struct rconf R;
-static struct pm_conf_table core_tab = {tkeys, &T};
-static struct pm_conf_table role_tab = {rkeys, &R};
+static struct pm_conf_table tabs[] = {{tkeys, &T}, {rkeys, &R}};
 static struct pm_config *cfg;
 static char err[PM_ERRMSG_SIZE];
 static char *tmpfiles[8];
@@ -249,7 +248,7 @@ setup(void)
     memset(&T, 0, sizeof(T));
     memset(&R, 0, sizeof(R));
     memset(err, 0, sizeof(err));
-    cfg = pm_config_new(&core_tab, &role_tab, aliases);
+    cfg = pm_config_new(tabs, 2, aliases);
     ck_assert_ptr_nonnull(cfg);
 }
 
@@ -273,7 +272,7 @@ reset(void)
     memset(&T, 0, sizeof(T));
     memset(&R, 0, sizeof(R));
     memset(err, 0, sizeof(err));
-    cfg = pm_config_new(&core_tab, &role_tab, aliases);
+    cfg = pm_config_new(tabs, 2, aliases);
     ck_assert_ptr_nonnull(cfg);
 }
 
@@ -867,8 +866,7 @@ START_TEST(unset_enum_is_null)
 {
     struct econf e = {NULL};
     struct pm_conf_table t = {ekeys, &e};
-    struct pm_conf_table none = {NULL, NULL};
-    struct pm_config *c = pm_config_new(&t, &none, NULL);
+    struct pm_config *c = pm_config_new(&t, 1, NULL);
     const char *argv1[] = {"p2pmesh", NULL};
     const char *argv2[] = {"p2pmesh", "--e.kind=safe", NULL};
     const char *envp[] = {NULL};
@@ -880,7 +878,7 @@ START_TEST(unset_enum_is_null)
     ck_assert_ptr_null(e.kind);
     pm_config_free(c);
 
-    c = pm_config_new(&t, &none, NULL);
+    c = pm_config_new(&t, 1, NULL);
     ck_assert_int_eq(
         pm_config_load(c, 2, (char **)argv2, (char **)envp, msg, sizeof(msg)),
         PM_OK);
