@@ -160,27 +160,6 @@ pm_server_config_new(struct pm_core_conf *conf, const struct pm_role *role,
     return pm_config_new(t, sizeof t / sizeof t[0], role->env_aliases);
 }
 
-/* Does a comma-separated list contain this exact item? */
-static bool
-list_has(const char *list, const char *item, size_t len)
-{
-    const char *p = list;
-
-    while (p != NULL && *p != '\0') {
-        const char *comma = strchr(p, ',');
-        const char *e = comma ? comma : p + strlen(p);
-
-        while (*p == ' ')
-            p++;
-        while (e > p && e[-1] == ' ')
-            e--;
-        if ((size_t)(e - p) == len && memcmp(p, item, len) == 0)
-            return true;
-        p = comma ? comma + 1 : NULL;
-    }
-    return false;
-}
-
 int
 pm_server_conf_check(const struct pm_core_conf *conf, char *err, size_t errlen)
 {
@@ -400,7 +379,7 @@ upgrade(struct pm_server *srv, struct pm_conn *c,
     }
     origin = pm_http_header_get(req, "origin");
     if (conf->origin_allow != NULL && origin != NULL &&
-        !list_has(conf->origin_allow, origin->value, origin->value_len)) {
+        !pm_list_has(conf->origin_allow, origin->value, origin->value_len)) {
         count_rejected(srv, "origin");
         pm_conn_http_status(c, 403, NULL);
         return;
@@ -596,6 +575,13 @@ emf_cb(evutil_socket_t fd, short what, void *arg)
                         srv->role->name);
 }
 
+void
+pm_server_exit(struct pm_server *srv, int code)
+{
+    srv->exit_code = code;
+    pm_loop_stop(srv->loop);
+}
+
 static void
 on_terminate(int signo, void *arg)
 {
@@ -786,9 +772,10 @@ pm_server_run(struct pm_server *srv, char *err, size_t errlen)
         srv->emf = event_new(base, -1, EV_PERSIST, emf_cb, srv);
         event_add(srv->emf, &iv);
     }
-    pm_log_kv(PM_LOG_INFO, "listening", "serving", "role", NULL, "url",
-              srv->public_url, "addr", conf->addr, "tls",
-              srv->tls ? "on" : "off", NULL);
+    if (srv->main_l != NULL || srv->admin_l != NULL)
+        pm_log_kv(PM_LOG_INFO, "listening", "serving", "role", NULL, "url",
+                  srv->public_url, "addr", conf->addr, "tls",
+                  srv->tls ? "on" : "off", NULL);
     if (srv->main_l != NULL)
         pm_log(PM_LOG_INFO, "listening_port", "main port %d%s",
                pm_listener_port(srv->main_l),

@@ -83,6 +83,9 @@ void pm_server_free(struct pm_server *srv);
 int pm_server_conf_check(const struct pm_core_conf *conf, char *err,
                          size_t errlen);
 
+/* For roles: stop the loop now; pm_server_run returns code. */
+void pm_server_exit(struct pm_server *srv, int code);
+
 /* For roles: the loop, the metrics registry, the core config. */
 struct event_base *pm_server_base(struct pm_server *srv);
 struct pm_metrics *pm_server_metrics(struct pm_server *srv);

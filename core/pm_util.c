@@ -200,3 +200,23 @@ pm_strcaseeq(const char *s, size_t len, const char *lit)
 {
     return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
 }
+
+bool
+pm_list_has(const char *list, const char *item, size_t len)
+{
+    const char *p = list;
+
+    while (p != NULL && *p != '\0') {
+        const char *comma = strchr(p, ',');
+        const char *e = comma ? comma : p + strlen(p);
+
+        while (*p == ' ')
+            p++;
+        while (e > p && e[-1] == ' ')
+            e--;
+        if ((size_t)(e - p) == len && memcmp(p, item, len) == 0)
+            return true;
+        p = comma ? comma + 1 : NULL;
+    }
+    return false;
+}

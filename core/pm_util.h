@@ -69,6 +69,9 @@ int pm_errf(char *err, size_t errlen, int code, const char *fmt, ...)
  */
 int pm_percent_decode(const char *s, size_t n, bool plus_space, char *out,
                       size_t outlen);
+/* Does the comma-separated list (spaces around items ignored) hold
+ * item[0..len) exactly? */
+bool pm_list_has(const char *list, const char *item, size_t len);
 /* Case-insensitive compare of a counted string with a C string. */
 bool pm_strcaseeq(const char *s, size_t len, const char *lit);
 

@@ -25,6 +25,8 @@
 
 #include <uthash.h>
 
+#include "pm_config.h"
+
 struct cJSON;
 struct event;
 struct iovec;
@@ -61,6 +63,17 @@ struct sig_conf {
     char *turn_secret;
     uint64_t turn_ttl;
 };
+
+struct sig;
+
+/* The p2pmesh answer to a frame that is not JSON. */
+#define SIG_INVALID_JSON "Invalid JSON message format."
+
+/* signaling_role.c: the signaling.* keys (bound to struct sig_conf) */
+extern const struct pm_conf_key sig_conf_keys[];
+struct pm_metrics;
+/* Register the role's metrics in m and point s->stats at them. */
+void sig_stats_init(struct sig *s, struct pm_metrics *m);
 
 /* What a WebSocket connection speaks; PENDING until its first message. */
 enum sig_dialect {
@@ -343,6 +356,23 @@ void sig_mailbox_remote(struct sig *s, const char *id, const char *msg,
  */
 int sig_auth_check(struct sig *s, struct pm_conn *conn,
                    const struct pm_http_request *req, char **sub, int *status);
+/* Where a request's token may be (each NULL when absent). */
+struct sig_auth_src {
+    const char *query;         /* ?token= (or ?jwt=), decoded, NUL-ended */
+    const char *authorization; /* Authorization header value */
+    size_t authorization_len;
+    const char *protocols; /* Sec-WebSocket-Protocol value (upgrades) */
+    size_t protocols_len;
+};
+/*
+ * Verify the first token of src with HS256 key secret. PM_OK with *sub
+ * (malloc'd), *exp (0: none) and, when the token came as a subprotocol,
+ * the offered value to echo in [*echo, +*echo_len) (else *echo NULL); or
+ * PM_EINVAL with the reason in err (never quoting the token).
+ */
+int sig_auth_verify(const char *secret, const struct sig_auth_src *src,
+                    char **sub, int64_t *exp, const char **echo,
+                    size_t *echo_len, char *err, size_t errlen);
 /* GET /ice; PM_ENOTFOUND for other paths. */
 int sig_ice_http(struct sig *s, struct pm_conn *conn,
                  const struct pm_http_request *req);

@@ -85,74 +85,96 @@ jwt_shaped(const char *s, size_t n)
     return dots == 2;
 }
 
-/* A request's token: in buf (a decoded query value) or in the request. */
+/* The token as found: where it is, and the subprotocol list it came in. */
 struct sig_token {
     const char *p;
     size_t len;
-    const struct pm_http_header *offered; /* set: from the subprotocols */
-    char buf[PM_JWT_MAX_LEN + 1];
+    const char *offered; /* set: from the subprotocols [offered, end) */
+    const char *offered_end;
 };
 
-/* Find the token (see the top of the file): PM_OK, PM_ENOTFOUND, or
- * PM_ELIMIT for a query value too long to be one. */
+/* Pick the token of src (see the top of the file): PM_OK or
+ * PM_ENOTFOUND. */
 static int
-find_token(const struct sig *s, const struct pm_http_request *req, bool upgrade,
-           struct sig_token *t)
+pick_token(const struct sig_auth_src *src, struct sig_token *t)
 {
-    static const char *const names[] = {"token", "jwt", NULL};
-    const char *const *name = names;
-    const struct pm_http_header *h;
     const char *p, *end;
-    int rv;
 
-    if (upgrade && sig_peerjs_is_ws(s, req))
-        name++; /* PeerJS's token is its own */
-    for (; *name != NULL; name++) {
-        rv = pm_http_query_param(req, *name, t->buf, sizeof t->buf);
-        if (rv == PM_OK) {
-            t->p = t->buf;
-            t->len = strlen(t->buf);
-            return PM_OK;
-        }
-        if (rv != PM_ENOTFOUND)
-            return rv;
-    }
-    h = pm_http_header_get(req, "authorization");
-    if (h != NULL && h->value_len > 7 && pm_strcaseeq(h->value, 7, "bearer ")) {
-        for (p = h->value + 7; *p == ' '; p++)
-            ;
-        t->p = p;
-        t->len = (size_t)(h->value + h->value_len - p);
+    t->offered = NULL;
+    if (src->query != NULL) {
+        t->p = src->query;
+        t->len = strlen(src->query);
         return PM_OK;
     }
-    h = upgrade ? pm_http_header_get(req, "sec-websocket-protocol") : NULL;
-    if (h == NULL)
+    if (src->authorization != NULL && src->authorization_len > 7 &&
+        pm_strcaseeq(src->authorization, 7, "bearer ")) {
+        for (p = src->authorization + 7; *p == ' '; p++)
+            ;
+        t->p = p;
+        t->len = (size_t)(src->authorization + src->authorization_len - p);
+        return PM_OK;
+    }
+    if (src->protocols == NULL)
         return PM_ENOTFOUND;
-    p = h->value;
-    end = h->value + h->value_len;
+    p = src->protocols;
+    end = src->protocols + src->protocols_len;
     while (list_next(&p, end, &t->p, &t->len))
         if (jwt_shaped(t->p, t->len)) {
-            t->offered = h;
+            t->offered = src->protocols;
+            t->offered_end = end;
             return PM_OK;
         }
     return PM_ENOTFOUND;
 }
 
-/* Echo one offered subprotocol: the first that is not the token, else
+/* The offered subprotocol to echo: the first that is not the token, else
  * the token (see the top of the file). */
 static void
-echo_protocol(struct pm_conn *conn, const struct sig_token *t)
+echo_choice(const struct sig_token *t, const char **echo, size_t *echo_len)
 {
-    const char *p = t->offered->value,
-               *end = t->offered->value + t->offered->value_len, *item;
+    const char *p = t->offered, *item;
     size_t len;
 
-    while (list_next(&p, end, &item, &len))
+    *echo = t->p;
+    *echo_len = t->len;
+    while (list_next(&p, t->offered_end, &item, &len))
         if (item != t->p) {
-            pm_conn_set_ws_protocol(conn, item, len);
+            *echo = item;
+            *echo_len = len;
             return;
         }
-    pm_conn_set_ws_protocol(conn, t->p, t->len);
+}
+
+int
+sig_auth_verify(const char *secret, const struct sig_auth_src *src, char **sub,
+                int64_t *exp, const char **echo, size_t *echo_len, char *err,
+                size_t errlen)
+{
+    struct pm_jwt_claims claims = {NULL, 0};
+    struct sig_token t;
+    int rv;
+
+    *echo = NULL;
+    *echo_len = 0;
+    if (pick_token(src, &t) != PM_OK)
+        return pm_errf(err, errlen, PM_EINVAL, "no token");
+    if (t.len > PM_JWT_MAX_LEN)
+        return pm_errf(err, errlen, PM_EINVAL, "token is longer than %d bytes",
+                       PM_JWT_MAX_LEN);
+    rv = pm_jwt_verify(t.p, t.len, secret, strlen(secret),
+                       (int64_t)(pm_wall_ms() / 1000), &claims, err, errlen);
+    if (rv != PM_OK)
+        return PM_EINVAL;
+    if (strlen(claims.sub) > SIG_MAX_ID) {
+        free(claims.sub);
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "token sub is longer than %d bytes", SIG_MAX_ID);
+    }
+    if (t.offered != NULL)
+        echo_choice(&t, echo, echo_len);
+    *sub = claims.sub;
+    *exp = claims.exp;
+    return PM_OK;
 }
 
 /*
@@ -164,39 +186,47 @@ static int
 authenticate(struct sig *s, struct pm_conn *conn,
              const struct pm_http_request *req, bool upgrade, char **sub)
 {
-    const char *secret = pm_server_conf(s->srv)->jwt_secret;
-    struct pm_jwt_claims claims = {NULL, 0};
-    struct sig_token t;
-    char err[PM_ERRMSG_SIZE];
-    int rv;
+    static const char *const names[] = {"token", "jwt", NULL};
+    const char *const *name = names;
+    const struct pm_http_header *h;
+    struct sig_auth_src src = {NULL, NULL, 0, NULL, 0};
+    char buf[PM_JWT_MAX_LEN + 2], err[PM_ERRMSG_SIZE];
+    const char *echo;
+    size_t echo_len;
+    int64_t exp;
+    int rv = PM_OK;
 
-    t.offered = NULL;
-    rv = find_token(s, req, upgrade, &t);
-    if (rv == PM_ENOTFOUND) {
-        pm_strlcpy(err, "no token", sizeof err);
-    } else if (rv != PM_OK) {
-        pm_errf(err, sizeof err, rv, "token is longer than %d bytes",
-                PM_JWT_MAX_LEN);
-    } else {
-        rv = pm_jwt_verify(t.p, t.len, secret, strlen(secret),
-                           (int64_t)(pm_wall_ms() / 1000), &claims, err,
-                           sizeof err);
-        if (rv == PM_OK && strlen(claims.sub) > SIG_MAX_ID) {
-            free(claims.sub);
-            rv = pm_errf(err, sizeof err, PM_EINVAL,
-                         "token sub is longer than %d bytes", SIG_MAX_ID);
-        }
+    if (upgrade && sig_peerjs_is_ws(s, req))
+        name++; /* PeerJS's token is its own */
+    for (; *name != NULL && src.query == NULL; name++) {
+        rv = pm_http_query_param(req, *name, buf, sizeof buf);
+        if (rv == PM_OK)
+            src.query = buf;
+        else if (rv != PM_ENOTFOUND)
+            break;
     }
+    if ((h = pm_http_header_get(req, "authorization")) != NULL) {
+        src.authorization = h->value;
+        src.authorization_len = h->value_len;
+    }
+    if (upgrade && (h = pm_http_header_get(req, "sec-websocket-protocol"))) {
+        src.protocols = h->value;
+        src.protocols_len = h->value_len;
+    }
+    if (rv != PM_OK && rv != PM_ENOTFOUND)
+        rv = pm_errf(err, sizeof err, rv, "token is longer than %d bytes",
+                     PM_JWT_MAX_LEN);
+    else
+        rv = sig_auth_verify(pm_server_conf(s->srv)->jwt_secret, &src, sub,
+                             &exp, &echo, &echo_len, err, sizeof err);
     if (rv == PM_OK) {
-        char exp[24];
+        char exps[24];
 
-        if (t.offered != NULL)
-            echo_protocol(conn, &t);
-        *sub = claims.sub;
-        snprintf(exp, sizeof exp, "%" PRId64, claims.exp);
-        pm_log_kv(PM_LOG_DEBUG, "auth_ok", "token accepted", "peer", claims.sub,
-                  "exp", claims.exp != 0 ? exp : NULL, "ip", pm_conn_ip(conn),
-                  NULL);
+        if (echo != NULL)
+            pm_conn_set_ws_protocol(conn, echo, echo_len);
+        snprintf(exps, sizeof exps, "%" PRId64, exp);
+        pm_log_kv(PM_LOG_DEBUG, "auth_ok", "token accepted", "peer", *sub,
+                  "exp", exp != 0 ? exps : NULL, "ip", pm_conn_ip(conn), NULL);
     } else {
         pm_log_kv(PM_LOG_INFO, "auth_refused", "request refused (401)",
                   "reason", err, "request", upgrade ? "upgrade" : "ice", "ip",

@@ -26,7 +26,7 @@ static void sig_destroy(void *state);
 
 static const char *const auth_modes[] = {"none", "jwt", NULL};
 
-static const struct pm_conf_key sig_keys[] = {
+const struct pm_conf_key sig_conf_keys[] = {
     {"signaling.bootstrap_count", PM_CONF_INT, OFF(bootstrap_count), "5", 0,
      1000, NULL, "peers in a bootstrap_peers list (nearest by XOR distance)"},
     {"signaling.announce_max", PM_CONF_INT, OFF(announce_max), "64", 0, 1000000,
@@ -113,20 +113,9 @@ relayed_counter(struct pm_metrics *m, const char *labels)
                               "Messages relayed to a peer");
 }
 
-static int
-sig_init(struct pm_server *srv, const void *conf, void **state, char *err,
-         size_t errlen)
+void
+sig_stats_init(struct sig *s, struct pm_metrics *m)
 {
-    struct pm_metrics *m = pm_server_metrics(srv);
-    const struct sig_conf *sc = conf;
-    struct sig *s;
-
-    if (strcmp(sc->auth, "jwt") == 0 && pm_server_conf(srv)->jwt_secret == NULL)
-        return pm_errf(err, errlen, PM_EINVAL,
-                       "signaling.auth=jwt needs jwt.secret (the HS256 key)");
-    s = pm_xcalloc(1, sizeof *s);
-    s->srv = srv;
-    s->conf = conf;
     s->stats.peers = pm_metrics_gauge(m, "p2pmesh_signaling_peers", NULL,
                                       "Peer ids currently joined here");
     s->stats.joins = pm_metrics_counter(m, "p2pmesh_signaling_joins_total",
@@ -144,6 +133,23 @@ sig_init(struct pm_server *srv, const void *conf, void **state, char *err,
     s->stats.undeliverable = pm_metrics_counter(
         m, "p2pmesh_signaling_undeliverable_total", NULL,
         "Messages the sender was told could not be delivered");
+}
+
+static int
+sig_init(struct pm_server *srv, const void *conf, void **state, char *err,
+         size_t errlen)
+{
+    struct pm_metrics *m = pm_server_metrics(srv);
+    const struct sig_conf *sc = conf;
+    struct sig *s;
+
+    if (strcmp(sc->auth, "jwt") == 0 && pm_server_conf(srv)->jwt_secret == NULL)
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "signaling.auth=jwt needs jwt.secret (the HS256 key)");
+    s = pm_xcalloc(1, sizeof *s);
+    s->srv = srv;
+    s->conf = conf;
+    sig_stats_init(s, m);
     sig_offline_start(s);
     sig_yws_init(s);
     sig_peerjs_init(s);
@@ -349,7 +355,7 @@ sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
     if (msg == NULL) {
         /* y-webrtc's reference server ignores what it cannot parse. */
         if (c->dialect != SIG_YWEBRTC)
-            sig_send_error(c, "Invalid JSON message format.");
+            sig_send_error(c, SIG_INVALID_JSON);
         return;
     }
     type = cJSON_GetObjectItemCaseSensitive(msg, "type");
@@ -434,7 +440,7 @@ const struct pm_role pm_role_signaling = {
     .summary = "WebRTC signaling: P2PMesh, PeerJS, y-webrtc and mailbox "
                "dialects on one port, Redis cluster mode",
     .default_port = 8080,
-    .conf_keys = sig_keys,
+    .conf_keys = sig_conf_keys,
     .conf_size = sizeof(struct sig_conf),
     .env_aliases = sig_aliases,
     .validate = sig_ice_validate,

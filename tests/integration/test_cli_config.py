@@ -55,11 +55,28 @@ def test_unknown_role_exit_2_one_line():
     assert "nosuchrole" in one_line(r.stderr)
 
 
-@pytest.mark.parametrize("role", ["chat", "tunnel", "game", "lambda"])
+@pytest.mark.parametrize("role", ["chat", "tunnel", "game"])
 def test_unimplemented_roles_exit_2(role):
     r = run_cli("--role=%s" % role)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "role %s is not implemented yet" % role in r.stderr
+
+
+def test_lambda_outside_lambda_exit_2():
+    """Without a Runtime API the lambda role says what is missing."""
+    r = run_cli("--role=lambda", env={"AWS_LAMBDA_RUNTIME_API": ""})
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "AWS_LAMBDA_RUNTIME_API" in one_line(r.stderr)
+
+
+def test_lambda_prints_dialect_and_lambda_keys():
+    r = run_cli("--role=lambda", "--print-config",
+                env={"CONNECTIONS_TABLE": "seed-table", "AWS_REGION": "eu-west-1"})
+    assert r.returncode == 0, r.stderr
+    assert "signaling.bootstrap_count = 5" in r.stdout
+    assert "lambda.dynamodb_table = seed-table" in r.stdout
+    assert "lambda.region = eu-west-1" in r.stdout
+    assert "lambda.connection_ttl = 660s" in r.stdout
 
 
 def test_role_from_env():
