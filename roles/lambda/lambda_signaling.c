@@ -47,6 +47,7 @@ struct lsig {
     const struct lam_store *store;
     void *st;
     uint64_t *posts, *gone, *failed_posts;
+    TAILQ_HEAD(, lev) live; /* events not freed yet */
 };
 
 /* One message (or the close) waiting for a connection. */
@@ -87,6 +88,7 @@ TAILQ_HEAD(lwrite_list, lwrite);
 /* One invocation of the handler. */
 struct lev {
     struct lsig *ls;
+    TAILQ_ENTRY(lev) link; /* in ls->live */
     struct lam_call *call; /* NULL once answered: waiting to be freed */
     cJSON *event;
     const char *cid, *route;
@@ -144,6 +146,7 @@ ev_free(struct lev *ev)
     struct lpeer *p;
     struct lwrite *w;
 
+    TAILQ_REMOVE(&ev->ls->live, ev, link);
     while ((p = TAILQ_FIRST(&ev->peers)) != NULL) {
         TAILQ_REMOVE(&ev->peers, p, link);
         lpeer_free(p);
@@ -883,6 +886,7 @@ invoke(void *state, struct lam_call *call)
 
     ev->ls = ls;
     ev->call = call;
+    TAILQ_INSERT_TAIL(&ls->live, ev, link);
     TAILQ_INIT(&ev->peers);
     TAILQ_INIT(&ev->writes);
     ev->sig.conf = &ls->dialect;
@@ -949,6 +953,7 @@ lsig_init(struct lam *l, void **state, char *err, size_t errlen)
 
     ls->l = l;
     ls->conf = l->conf;
+    TAILQ_INIT(&ls->live);
     ls->dialect = l->conf->sig;
     ls->dialect.mailbox_max = 0;
     *state = ls;
@@ -999,7 +1004,13 @@ static void
 lsig_destroy(void *state)
 {
     struct lsig *ls = state;
+    struct lev *ev;
 
+    /* Shutting down mid-invocation: the runtime frees the call; each
+     * event frees itself once closing the store and the client have
+     * answered what it waits for. */
+    TAILQ_FOREACH(ev, &ls->live, link)
+    ev->call = NULL;
     if (ls->st != NULL)
         ls->store->close(ls->st);
     pm_httpc_free(ls->http);

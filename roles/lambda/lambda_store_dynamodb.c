@@ -44,6 +44,7 @@ struct dstore {
     uint64_t ttl_s;
     struct pm_httpc *http;
     struct pm_aws_creds creds;
+    bool closing; /* no retries: pm_httpc_free is answering */
 };
 
 enum dop_kind { D_WRITE, D_TOUCH, D_DELETE, D_GET, D_LIST };
@@ -212,7 +213,7 @@ answered(const struct pm_httpc_res *res, void *arg)
                  (strcmp(why, "ProvisionedThroughputExceededException") == 0 ||
                   strcmp(why, "ThrottlingException") == 0 ||
                   strcmp(why, "RequestLimitExceeded") == 0))) &&
-               rq->tries < DDB_RETRIES) {
+               rq->tries < DDB_RETRIES && !op->ds->closing) {
         struct timeval tv = {0, 25000 << (2 * rq->tries)};
 
         rq->tries++;
@@ -393,6 +394,7 @@ ds_close(void *st)
 {
     struct dstore *ds = st;
 
+    ds->closing = true;
     pm_httpc_free(ds->http);
     pm_aws_creds_clear(&ds->creds);
     free(ds->url);

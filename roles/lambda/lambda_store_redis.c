@@ -362,7 +362,8 @@ rs_close(void *st)
 
     while ((op = TAILQ_FIRST(&rs->waiting)) != NULL) {
         TAILQ_REMOVE(&rs->waiting, op, link);
-        rop_free(op);
+        op->rv = PM_EUNAVAIL;
+        rop_finish(op);
     }
     event_free(rs->sweep);
     pm_redis_free(rs->r);
