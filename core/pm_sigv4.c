@@ -128,7 +128,8 @@ canonical_query(struct evbuffer *b, const char *q)
         }
         s = amp ? amp + 1 : end;
     }
-    qsort(p, n, sizeof *p, qparam_cmp);
+    if (n > 1)
+        qsort(p, n, sizeof *p, qparam_cmp);
     for (i = 0; i < n; i++) {
         evbuffer_add_printf(b, "%s%s=%s", i ? "&" : "", p[i].name, p[i].value);
         free(p[i].name);

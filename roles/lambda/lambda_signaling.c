@@ -1014,6 +1014,9 @@ lsig_destroy(void *state)
     if (ls->st != NULL)
         ls->store->close(ls->st);
     pm_httpc_free(ls->http);
+    /* What is left waits only on a retry timer that will never fire. */
+    while ((ev = TAILQ_FIRST(&ls->live)) != NULL)
+        ev_free(ev);
     pm_aws_creds_clear(&ls->creds);
     free(ls);
 }

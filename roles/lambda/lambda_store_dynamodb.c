@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -44,7 +45,8 @@ struct dstore {
     uint64_t ttl_s;
     struct pm_httpc *http;
     struct pm_aws_creds creds;
-    bool closing; /* no retries: pm_httpc_free is answering */
+    bool closing;               /* no retries: pm_httpc_free is answering */
+    TAILQ_HEAD(, dreq) backoff; /* requests waiting to be retried */
 };
 
 enum dop_kind { D_WRITE, D_TOUCH, D_DELETE, D_GET, D_LIST };
@@ -67,7 +69,9 @@ struct dop {
 /* One request of an operation, kept for a retry. */
 struct dreq {
     struct dop *op;
-    const char *target; /* static: PutItem, ... */
+    struct event *timer;    /* retry */
+    TAILQ_ENTRY(dreq) link; /* in ds->backoff while it waits */
+    const char *target;     /* static: PutItem, ... */
     char *body;
     unsigned tries;
     bool ok_if_condition; /* a failed condition is PM_ENOTFOUND */
@@ -88,9 +92,21 @@ dop_done(struct dop *op)
 static void
 retry_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct dreq *rq = arg;
+
     (void)fd;
     (void)what;
-    send_req(arg);
+    TAILQ_REMOVE(&rq->op->ds->backoff, rq, link);
+    send_req(rq);
+}
+
+static void
+dreq_free(struct dreq *rq)
+{
+    if (rq->timer != NULL)
+        event_free(rq->timer);
+    free(rq->body);
+    free(rq);
 }
 
 static const char *
@@ -218,8 +234,11 @@ answered(const struct pm_httpc_res *res, void *arg)
 
         rq->tries++;
         cJSON_Delete(body);
-        event_base_once(pm_server_base(op->ds->l->srv), -1, EV_TIMEOUT,
-                        retry_cb, rq, &tv);
+        if (rq->timer == NULL)
+            rq->timer =
+                evtimer_new(pm_server_base(op->ds->l->srv), retry_cb, rq);
+        evtimer_add(rq->timer, &tv);
+        TAILQ_INSERT_TAIL(&op->ds->backoff, rq, link);
         return;
     } else {
         op->rv = PM_EUNAVAIL;
@@ -235,8 +254,7 @@ answered(const struct pm_httpc_res *res, void *arg)
                res->status ? (why ? why : "(no error type)") : res->error, msg);
     }
     cJSON_Delete(body);
-    free(rq->body);
-    free(rq);
+    dreq_free(rq);
     dop_done(op);
 }
 
@@ -247,8 +265,7 @@ failed_later(int rv, void *arg)
     struct dop *op = rq->op;
 
     (void)rv;
-    free(rq->body);
-    free(rq);
+    dreq_free(rq);
     dop_done(op);
 }
 
@@ -372,6 +389,7 @@ ds_open(struct lam *l, void **st, char *err, size_t errlen)
     ds->table = l->conf->dynamodb_table;
     ds->index = l->conf->dynamodb_index;
     ds->ttl_s = l->conf->connection_ttl / 1000;
+    TAILQ_INIT(&ds->backoff);
     ds->url = l->conf->dynamodb_endpoint
                   ? pm_xstrdup(l->conf->dynamodb_endpoint)
                   : pm_xasprintf("https://dynamodb.%s.amazonaws.com/",
@@ -394,8 +412,18 @@ ds_close(void *st)
 {
     struct dstore *ds = st;
 
+    struct dreq *rq;
+    struct dop *op;
+
     ds->closing = true;
     pm_httpc_free(ds->http);
+    while ((rq = TAILQ_FIRST(&ds->backoff)) != NULL) {
+        TAILQ_REMOVE(&ds->backoff, rq, link);
+        op = rq->op;
+        op->rv = PM_EUNAVAIL;
+        dreq_free(rq);
+        dop_done(op);
+    }
     pm_aws_creds_clear(&ds->creds);
     free(ds->url);
     free(ds);
