@@ -142,10 +142,13 @@ def proc_sched_ns(pid):
 
 
 def machine_busy_ticks():
-    """Non-idle CPU time of the whole machine (all CPUs), in clock ticks."""
+    """CPU time processes used on the whole machine (all CPUs), in clock
+    ticks: user + nice + system + steal. Interrupt and softirq time are left
+    out: with IRQ time accounting the loopback traffic of the measured
+    processes themselves lands there, charged to no process."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v[:8]) - v[3] - v[4]  # user..steal minus idle and iowait
+    return v[0] + v[1] + v[2] + v[7]
 
 
 def proc_rss_kib(pid):
@@ -169,7 +172,9 @@ def cpu_busy(seconds=1.0):
 
 
 def wait_quiet(limit_pct, max_wait):
-    busy = cpu_busy()
+    """Wait (1 s samples, at most max_wait s) until the machine is less than
+    limit_pct % busy; the last sample."""
+    busy = cpu_busy(0.5)
     for _ in range(int(max_wait)):
         if busy < limit_pct:
             break
@@ -685,6 +690,8 @@ def main():
     ap.add_argument("--harness-cpu", type=int, default=1)
     ap.add_argument("--quiet-max", type=float, default=15.0, help="%% busy tolerated before starting [15]")
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="seconds to wait for that at most [60]")
+    ap.add_argument("--quiet-each", type=float, default=20.0,
+                    help="the same wait, at most this long, before every round of every runtime [20]")
     ap.add_argument("--out", default=None, help="result directory [tests/bench/results/lambda-<stamp>]")
     args = ap.parse_args()
 
@@ -717,10 +724,12 @@ def main():
     rounds = {k: [] for k in kinds}
     for rnd in range(args.rounds):
         for k in kinds:
-            log("2./3. round %d/%d, %s: %d warm-up, then %d measured, loop and ping"
-                % (rnd + 1, args.rounds, k, args.warmup, args.n))
+            busy = wait_quiet(args.quiet_max, args.quiet_each)
+            log("2./3. round %d/%d, %s: %d warm-up, then %d measured, loop and ping (machine %.0f %% busy)"
+                % (rnd + 1, args.rounds, k, args.warmup, args.n, busy))
             r = phase_invocations(args, k, pin, outdir)
             r["round"] = rnd + 1
+            r["busy_before_pct"] = round(busy, 1)
             rounds[k].append(r)
             if "error" in r:
                 log("   %s failed: %s" % (k, r["error"]))
