@@ -39,6 +39,22 @@ uri_encode(struct evbuffer *b, const char *s, size_t n, bool keep_slash)
     }
 }
 
+char *
+pm_sigv4_uri_encode(const char *s)
+{
+    struct evbuffer *b = evbuffer_new();
+    size_t n;
+    char *out;
+
+    uri_encode(b, s, strlen(s), false);
+    n = evbuffer_get_length(b);
+    out = pm_xmalloc(n + 1);
+    evbuffer_remove(b, out, n);
+    out[n] = '\0';
+    evbuffer_free(b);
+    return out;
+}
+
 /* The path without "." and ".." segments and empty ones. */
 static char *
 normalize_path(const char *path)

@@ -64,4 +64,9 @@ int pm_sigv4_sign(const struct pm_sigv4_request *req,
                   struct pm_sigv4 *out, char *err, size_t errlen);
 void pm_sigv4_free(struct pm_sigv4 *out);
 
+/* AWS's UriEncode of s: every byte but A-Z a-z 0-9 - _ . ~ as %XX ('/'
+ * included), for a path segment such as an API Gateway connection id.
+ * malloc'd. */
+char *pm_sigv4_uri_encode(const char *s);
+
 #endif

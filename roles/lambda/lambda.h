@@ -36,6 +36,10 @@ struct lam {
     const struct lam_conf *conf;
     const char *handler_name;
     struct lam_rt *rt;
+    /* AWS calls: the client (pools per endpoint) and the credentials,
+     * set up and freed by a handler that makes them. */
+    struct pm_httpc *aws;
+    struct pm_aws_creds creds;
     const struct lam_handler *handler;
     void *hstate;
 };
@@ -99,7 +103,9 @@ struct lam_peer {
 
 struct lam_store {
     const char *name;
+    /* AWS stores call through l->aws with l->creds. */
     int (*open)(struct lam *l, void **st, char *err, size_t errlen);
+    /* After l->aws was freed: what still waits is answered PM_EUNAVAIL. */
     void (*close)(void *st);
     /* $connect: a connection of realm (sub may be NULL). */
     void (*conn_put)(void *st, const char *cid, const char *realm,

@@ -32,6 +32,7 @@
 #include "pm_log.h"
 #include "pm_metrics.h"
 #include "pm_server.h"
+#include "pm_sigv4.h"
 #include "pm_util.h"
 
 #define POST_RETRIES 2      /* more tries for a 429, a 5xx or no answer */
@@ -42,8 +43,6 @@ struct lsig {
     const struct lam_conf *conf;
     struct sig_conf dialect; /* conf->sig with the offline mailbox off */
     struct sig_stats stats;
-    struct pm_httpc *http;
-    struct pm_aws_creds creds;
     const struct lam_store *store;
     void *st;
     uint64_t *posts, *gone, *failed_posts;
@@ -403,25 +402,9 @@ port_left(void *arg, struct sig_client *c)
 static char *
 conn_url(const struct lev *ev, const char *cid)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(cid), i, o = 0;
-    char *enc = pm_xmalloc(3 * n + 1), *url;
+    char *enc = pm_sigv4_uri_encode(cid),
+         *url = pm_xasprintf("%s/@connections/%s", ev->base, enc);
 
-    for (i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)cid[i];
-
-        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-            (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' ||
-            ch == '~') {
-            enc[o++] = (char)ch;
-        } else {
-            enc[o++] = '%';
-            enc[o++] = hex[ch >> 4];
-            enc[o++] = hex[ch & 15];
-        }
-    }
-    enc[o] = '\0';
-    url = pm_xasprintf("%s/@connections/%s", ev->base, enc);
     free(enc);
     return url;
 }
@@ -533,7 +516,7 @@ send_head(struct lpeer *p)
                                 m->data,
                                 m->len,
                                 call_timeout(ev)};
-    rv = pm_aws_send(ev->ls->http, &ev->ls->creds, ev->ls->conf->region,
+    rv = pm_aws_send(ev->ls->l->aws, &ev->ls->l->creds, ev->ls->conf->region,
                      "execute-api", &req, posted, p, err, sizeof err);
     free(url);
     if (rv == PM_OK) {
@@ -978,13 +961,12 @@ lsig_init(struct lam *l, void **state, char *err, size_t errlen)
         return pm_errf(err, errlen, PM_EINVAL,
                        "signaling.auth=jwt needs jwt.secret (the HS256 key)");
     }
-    if (pm_aws_creds_from_env(&ls->creds, err, errlen) != PM_OK) {
+    if (pm_aws_creds_from_env(&l->creds, err, errlen) != PM_OK) {
         lsig_destroy(ls);
         return PM_EINVAL;
     }
-    ls->http = pm_httpc_new(pm_server_base(l->srv), &(struct pm_httpc_opts){0},
-                            err, errlen);
-    if (ls->http == NULL || ls->store->open(l, &ls->st, err, errlen) != PM_OK) {
+    l->aws = pm_httpc_new(pm_server_base(l->srv), NULL, err, errlen);
+    if (l->aws == NULL || ls->store->open(l, &ls->st, err, errlen) != PM_OK) {
         lsig_destroy(ls);
         return PM_EINVAL;
     }
@@ -1006,18 +988,19 @@ lsig_destroy(void *state)
     struct lsig *ls = state;
     struct lev *ev;
 
-    /* Shutting down mid-invocation: the runtime frees the call; each
-     * event frees itself once closing the store and the client have
-     * answered what it waits for. */
+    /* Shutting down mid-invocation: the runtime frees the call. Freeing
+     * the client answers every AWS call in flight (the store is still
+     * there for its own), closing the store answers what waits on it;
+     * what is left waits only on a retry timer that will never fire. */
     TAILQ_FOREACH(ev, &ls->live, link)
     ev->call = NULL;
+    pm_httpc_free(ls->l->aws);
+    ls->l->aws = NULL;
     if (ls->st != NULL)
         ls->store->close(ls->st);
-    pm_httpc_free(ls->http);
-    /* What is left waits only on a retry timer that will never fire. */
     while ((ev = TAILQ_FIRST(&ls->live)) != NULL)
         ev_free(ev);
-    pm_aws_creds_clear(&ls->creds);
+    pm_aws_creds_clear(&ls->l->creds);
     free(ls);
 }
 

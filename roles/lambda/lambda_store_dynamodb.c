@@ -229,7 +229,7 @@ answered(const struct pm_httpc_res *res, void *arg)
                  (strcmp(why, "ProvisionedThroughputExceededException") == 0 ||
                   strcmp(why, "ThrottlingException") == 0 ||
                   strcmp(why, "RequestLimitExceeded") == 0))) &&
-               rq->tries < DDB_RETRIES && !op->ds->closing) {
+               rq->tries < DDB_RETRIES) {
         struct timeval tv = {0, 25000 << (2 * rq->tries)};
 
         rq->tries++;
@@ -244,7 +244,7 @@ answered(const struct pm_httpc_res *res, void *arg)
         op->rv = PM_EUNAVAIL;
         const char *msg = cJSON_GetStringValue(
             cJSON_GetObjectItemCaseSensitive(body, "message"));
-        const char *token = op->ds->creds.session_token;
+        const char *token = op->ds->l->creds.session_token;
 
         /* a signature error quotes the canonical request: the token */
         if (msg == NULL || (token != NULL && strstr(msg, token) != NULL))
@@ -287,8 +287,8 @@ send_req(struct dreq *rq)
                                ds->l->conf->aws_timeout};
 
     snprintf(target, sizeof target, "DynamoDB_20120810.%s", rq->target);
-    if (pm_aws_send(ds->http, &ds->creds, ds->l->conf->region, "dynamodb", &req,
-                    answered, rq, err, sizeof err) != PM_OK) {
+    if (pm_aws_send(ds->l->aws, &ds->l->creds, ds->l->conf->region, "dynamodb",
+                    &req, answered, rq, err, sizeof err) != PM_OK) {
         pm_log(PM_LOG_ERROR, "store_failed", "dynamodb: %s", err);
         rq->op->rv = PM_EUNAVAIL;
         lam_store_defer(pm_server_base(ds->l->srv), failed_later, rq, 0);
@@ -394,29 +394,19 @@ ds_open(struct lam *l, void **st, char *err, size_t errlen)
                   ? pm_xstrdup(l->conf->dynamodb_endpoint)
                   : pm_xasprintf("https://dynamodb.%s.amazonaws.com/",
                                  l->conf->region);
-    if (pm_aws_creds_from_env(&ds->creds, err, errlen) != PM_OK ||
-        (ds->http = pm_httpc_new(pm_server_base(l->srv),
-                                 &(struct pm_httpc_opts){0}, err, errlen)) ==
-            NULL) {
-        pm_aws_creds_clear(&ds->creds);
-        free(ds->url);
-        free(ds);
-        return PM_EINVAL;
-    }
     *st = ds;
     return PM_OK;
 }
 
+/* After the client was freed (it answered every request in flight):
+ * what waits for a retry fails now. */
 static void
 ds_close(void *st)
 {
     struct dstore *ds = st;
-
     struct dreq *rq;
     struct dop *op;
 
-    ds->closing = true;
-    pm_httpc_free(ds->http);
     while ((rq = TAILQ_FIRST(&ds->backoff)) != NULL) {
         TAILQ_REMOVE(&ds->backoff, rq, link);
         op = rq->op;
@@ -424,7 +414,6 @@ ds_close(void *st)
         dreq_free(rq);
         dop_done(op);
     }
-    pm_aws_creds_clear(&ds->creds);
     free(ds->url);
     free(ds);
 }

@@ -10,10 +10,8 @@ files under the test's tmp_path. At teardown the process gets SIGTERM
 ts, level, role, event and msg.
 """
 
-import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import helpers  # noqa: E402
 from helpers import clean_env, free_port, http_get  # noqa: E402
 
-LOG_KEYS = ("ts", "level", "role", "event", "msg")
 
 
 _bin_copy_dir = None
@@ -62,7 +59,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(mark)
 
 
-class Server:
+class Server(helpers.Process):
     """One running p2pmesh process."""
 
     def __init__(self, workdir, flags=(), env=None, role="signaling",
@@ -127,67 +124,6 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError("p2pmesh not ready within %.0fs (last: %r)\nstderr: %s"
                            % (timeout, last, self.stderr_text()))
-
-    def stop(self, sig=signal.SIGTERM, timeout=5.0):
-        """Signal the process and wait; SIGKILL after timeout. Return code."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for f in (self._out, self._err):
-            if not f.closed:
-                f.close()
-        return self.proc.returncode
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    # --------------------------------------------------------------- logs
-    def stdout_text(self):
-        return self.stdout_path.read_bytes().decode("utf-8", "replace")
-
-    def stderr_text(self):
-        return self.stderr_path.read_bytes().decode("utf-8", "replace")
-
-    def logs(self):
-        """Parsed JSON log lines written so far (complete lines only)."""
-        out = []
-        text = self.stdout_text()
-        for line in text.split("\n")[:-1]:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                out.append(obj)
-        return out
-
-    def check_log_format(self):
-        if "--log.format=text" in self.flags:
-            return  # asked for text lines: test_core checks those
-        text = self.stdout_text()
-        bad = []
-        for i, line in enumerate(text.splitlines()):
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                bad.append((i, line, "not JSON"))
-                continue
-            if not isinstance(obj, dict):
-                bad.append((i, line, "not an object"))
-                continue
-            missing = [k for k in LOG_KEYS if k not in obj]
-            if missing:
-                bad.append((i, line, "missing %s" % missing))
-        assert not bad, "malformed stdout log lines: %r" % bad[:5]
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import struct
@@ -35,6 +36,74 @@ OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
 
 # ---------------------------------------------------------------- process
+
+LOG_KEYS = ("ts", "level", "role", "event", "msg")
+
+
+class Process:
+    """What every running p2pmesh process under test shares: a subclass
+    sets proc, flags, stdout_path/stderr_path and their open files _out and
+    _err."""
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        """Signal the process and wait; SIGKILL after timeout. Return code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for f in (self._out, self._err):
+            if not f.closed:
+                f.close()
+        return self.proc.returncode
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stdout_text(self):
+        return self.stdout_path.read_bytes().decode("utf-8", "replace")
+
+    def stderr_text(self):
+        return self.stderr_path.read_bytes().decode("utf-8", "replace")
+
+    def logs(self):
+        """Parsed JSON log lines written so far (complete lines only)."""
+        out = []
+        for line in self.stdout_text().split("\n")[:-1]:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def check_log_format(self):
+        """Every stdout line is a JSON object with the LOG_KEYS."""
+        if "--log.format=text" in self.flags:
+            return  # asked for text lines: test_core checks those
+        bad = []
+        for i, line in enumerate(self.stdout_text().splitlines()):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                bad.append((i, line, "not JSON"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append((i, line, "not an object"))
+                continue
+            missing = [k for k in LOG_KEYS if k not in obj]
+            if missing:
+                bad.append((i, line, "missing %s" % missing))
+        assert not bad, "malformed stdout log lines: %r" % bad[:5]
+
 
 
 def clean_env(extra=None):

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import base64
-import signal
 import subprocess
 import threading
 import time
@@ -28,7 +27,6 @@ from helpers import clean_env, ids_of
 from lambda_emu import (Emulator, connect_event, disconnect_event, message_event, new_connection_id,
                         now_ms, plain)
 
-LOG_KEYS = ("ts", "level", "role", "event", "msg")
 TABLE = "p2pmesh-connections"
 JWT_SECRET = "lambda-test-secret"
 
@@ -40,7 +38,7 @@ def err(message):
 # ================================================================ runtime
 
 
-class Runtime:
+class Runtime(helpers.Process):
     """One `p2pmesh --role=lambda` process bound to an Emulator."""
 
     def __init__(self, workdir, emu, flags=(), env=None, wait=True, apigw=True, timeout=5.0):
@@ -78,50 +76,6 @@ class Runtime:
         assert r.kind != "timeout", "no answer within %.1fs (alive=%s)\nstderr: %s\nstdout: %s" % (
             timeout, self.proc.poll() is None, self.stderr_text()[-2000:], self.stdout_text()[-3000:])
         return r
-
-    def stop(self, sig=signal.SIGTERM, timeout=5.0):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for f in (self._out, self._err):
-            if not f.closed:
-                f.close()
-        return self.proc.returncode
-
-    def stdout_text(self):
-        return self.stdout_path.read_bytes().decode("utf-8", "replace")
-
-    def stderr_text(self):
-        return self.stderr_path.read_bytes().decode("utf-8", "replace")
-
-    def logs(self):
-        out = []
-        for line in self.stdout_text().split("\n")[:-1]:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                out.append(obj)
-        return out
-
-    def check_log_format(self):
-        bad = []
-        for i, line in enumerate(self.stdout_text().splitlines()):
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                bad.append((i, line, "not JSON"))
-                continue
-            if not isinstance(obj, dict):
-                bad.append((i, line, "not an object"))
-            elif any(k not in obj for k in LOG_KEYS):
-                bad.append((i, line, "missing %s" % [k for k in LOG_KEYS if k not in obj]))
-        assert not bad, "malformed stdout log lines: %r" % bad[:5]
 
 
 class Conn:

@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "pm_aws.h"
 #include "pm_sigv4.h"
 #include "pm_test.h"
 #include "pm_util.h"
@@ -295,6 +296,51 @@ START_TEST(host_is_required)
 }
 END_TEST
 
+/* An API Gateway connection id as a path segment: '=' and '@' encoded. */
+START_TEST(uri_encode_connection_id)
+{
+    char *e = pm_sigv4_uri_encode("R0oX-d_f.~0kw=/@+");
+
+    ck_assert_str_eq(e, "R0oX-d_f.~0kw%3D%2F%40%2B");
+    free(e);
+}
+END_TEST
+
+/* The Host that is signed is the one pm_httpc sends: the scheme's own
+ * port left out, any other kept. */
+START_TEST(url_authority_is_the_host_header)
+{
+    char host[64];
+    const char *path;
+
+    ck_assert_int_eq(pm_aws_url_authority("https://a.example:443/p?q", host,
+                                          sizeof host, &path),
+                     PM_OK);
+    ck_assert_str_eq(host, "a.example");
+    ck_assert_str_eq(path, "/p?q");
+    ck_assert_int_eq(
+        pm_aws_url_authority("http://127.0.0.1:80", host, sizeof host, &path),
+        PM_OK);
+    ck_assert_str_eq(host, "127.0.0.1");
+    ck_assert_str_eq(path, "");
+    ck_assert_int_eq(pm_aws_url_authority("http://127.0.0.1:8443/x", host,
+                                          sizeof host, NULL),
+                     PM_OK);
+    ck_assert_str_eq(host, "127.0.0.1:8443");
+    ck_assert_int_eq(
+        pm_aws_url_authority("https://h:4430/", host, sizeof host, NULL),
+        PM_OK);
+    ck_assert_str_eq(host, "h:4430");
+    ck_assert_int_eq(pm_aws_url_authority("ftp://h/", host, sizeof host, NULL),
+                     PM_EINVAL);
+    ck_assert_int_eq(
+        pm_aws_url_authority("https:///x", host, sizeof host, NULL), PM_EINVAL);
+    ck_assert_int_eq(
+        pm_aws_url_authority("https://a-very-long-host/", host, 8, NULL),
+        PM_EINVAL);
+}
+END_TEST
+
 static Suite *
 sigv4_suite(void)
 {
@@ -305,6 +351,8 @@ sigv4_suite(void)
     tcase_add_test(tc, derived_execute_api_and_dynamodb);
     tcase_add_test(tc, wrong_secret_changes_every_signature);
     tcase_add_test(tc, host_is_required);
+    tcase_add_test(tc, uri_encode_connection_id);
+    tcase_add_test(tc, url_authority_is_the_host_header);
     suite_add_tcase(s, tc);
     return s;
 }
