@@ -120,6 +120,9 @@ srv_bev(struct event_base *b, void *arg)
                                           BEV_OPT_CLOSE_ON_FREE);
 }
 
+/* /delay requests the server holds now, and the most it held at once. */
+static int delayed_now, delayed_max;
+
 static void
 reply_late(evutil_socket_t fd, short what, void *arg)
 {
@@ -128,6 +131,7 @@ reply_late(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    delayed_now--;
     evbuffer_add_printf(b, "late");
     evhttp_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
@@ -169,6 +173,8 @@ srv_handle(struct evhttp_request *req, void *arg)
         int ms = atoi(uri + 10);
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
+        if (++delayed_now > delayed_max)
+            delayed_max = delayed_now;
         event_base_once(base, -1, EV_TIMEOUT, reply_late, req, &tv);
     } else if (strcmp(uri, "/never") == 0) {
         /* evhttp frees it with its connection */
@@ -626,12 +632,11 @@ START_TEST(concurrent_up_to_the_limit_then_queued_in_order)
     struct srv s;
     struct got par[4] = {{0}}, ser[4] = {{0}};
     struct pm_httpc *h;
-    uint64_t t0, last = 0;
     int i;
 
     srv_start(&s, NULL, NULL);
     h = client(4, NULL);
-    t0 = pm_now_ms();
+    delayed_max = 0;
     for (i = 0; i < 4; i++)
         send_req(h, "GET", url("http", "127.0.0.1", s.port, "/delay?ms=100"),
                  NULL, 0, 3000, &par[i]);
@@ -639,18 +644,16 @@ START_TEST(concurrent_up_to_the_limit_then_queued_in_order)
         loop_until(&par[i].done, 3000);
         ck_assert_int_eq(par[i].status, 200);
         ck_assert_str_eq(par[i].body, "late");
-        if (par[i].at_ms > last)
-            last = par[i].at_ms;
     }
-    ck_assert_msg(last - t0 < 300, "4 parallel took %llu ms",
-                  (unsigned long long)(last - t0));
+    /* all four were at the server at once, on four connections */
+    ck_assert_int_eq(delayed_max, 4);
     ck_assert_int_eq(s.conns, 4);
     pm_httpc_free(h);
     srv_stop(&s);
 
     srv_start(&s, NULL, NULL);
     h = client(1, NULL);
-    t0 = pm_now_ms();
+    delayed_max = 0;
     answered = 0;
     for (i = 0; i < 4; i++)
         send_req(h, "GET", url("http", "127.0.0.1", s.port, "/delay?ms=100"),
@@ -660,8 +663,8 @@ START_TEST(concurrent_up_to_the_limit_then_queued_in_order)
         ck_assert_int_eq(ser[i].status, 200);
         ck_assert_int_eq(ser[i].order, i + 1);
     }
-    ck_assert_msg(ser[3].at_ms - t0 >= 400, "4 queued took %llu ms",
-                  (unsigned long long)(ser[3].at_ms - t0));
+    /* one at a time, on one connection */
+    ck_assert_int_eq(delayed_max, 1);
     ck_assert_int_eq(s.conns, 1);
     got_free(par, 4);
     got_free(ser, 4);
@@ -845,8 +848,8 @@ START_TEST(timeout_and_no_timeout)
     loop_until(&t.done, 3000);
     ck_assert_int_eq(t.status, 0);
     ck_assert_str_eq(t.error, "timed out after 200 ms");
-    ck_assert_msg(t.at_ms - t0 >= 195 && t.at_ms - t0 < 400, "after %llu ms",
-                  (unsigned long long)(t.at_ms - t0));
+    /* not early (the text says which timer it was) */
+    ck_assert_uint_ge(t.at_ms - t0, 195);
     loop_until(&wait.done, 5000);
     ck_assert_int_eq(wait.status, 200);
     ck_assert_uint_ge(wait.at_ms - t0, 1450);
@@ -1099,7 +1102,6 @@ START_TEST(connect_timeout_covers_the_handshake)
     char err[PM_ERRMSG_SIZE], want[96];
     struct pm_httpc *h = pm_httpc_new(base, &o, err, sizeof err);
     struct got g = {0};
-    uint64_t t0 = pm_now_ms();
 
     raw_start(&r, RAW_CANNED, NULL, 0);
     send_req(h, "GET", url("https", "127.0.0.1", r.port, "/"), NULL, 0, 2000,
@@ -1108,8 +1110,7 @@ START_TEST(connect_timeout_covers_the_handshake)
     ck_assert_int_eq(g.status, 0);
     snprintf(want, sizeof want,
              "connect to 127.0.0.1:%d timed out after 150 ms", r.port);
-    ck_assert_str_eq(g.error, want);
-    ck_assert_uint_lt(g.at_ms - t0, 1000);
+    ck_assert_str_eq(g.error, want); /* the connect timer, not the 2 s one */
     ck_assert_int_eq(r.conns, 1);
     got_free(&g, 1);
     pm_httpc_free(h);
