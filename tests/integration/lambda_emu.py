@@ -454,7 +454,12 @@ class _ApigwHandler(_Handler):
             status = emu.status_for.get(cid)
             gone = cid in emu.gone
         if delay:
+            with emu._lock:
+                emu.delayed_now += 1
+                emu.delayed_max = max(emu.delayed_max, emu.delayed_now)
             time.sleep(delay)
+            with emu._lock:
+                emu.delayed_now -= 1
         if status is not None and status != 200:
             self._log(method, cid, status, body)
             names = {410: "GoneException", 413: "PayloadTooLargeException", 429: "LimitExceededException",
@@ -1368,7 +1373,8 @@ class Emulator:
                results (list of Result in answer order)
       apigw:   frames {cid: [bytes]}, deleted [cid], gone {cid},
                api_log [(method, cid, status, body)], api_requests
-               [(method, raw_path, cid)], posts (count)
+               [(method, raw_path, cid)], posts (count), delayed_max (the
+               most delay_for requests held at once)
       ddb:     ddb_ops [(op, body)], ddb_errors [(op, type, message)], scans
       all:     sig_failures [(method, path, reason)], violations [str]
     Knobs: gone, status_for {cid: status}, delay_for {cid: seconds},
@@ -1406,6 +1412,7 @@ class Emulator:
         self.gone = set()
         self.status_for = {}
         self.delay_for = {}
+        self.delayed_now = self.delayed_max = 0
         self.api_log = []
         self.api_requests = []
         self.posts = 0
