@@ -314,9 +314,21 @@ load_env(struct pm_config *cfg, char **envp, char *err, size_t errlen)
     /* Legacy aliases first, so the P2PMESH_ form wins over them. */
     for (a = cfg->aliases; a != NULL && a->env != NULL; a++) {
         struct entry *e = find(cfg, a->key, strlen(a->key));
+        const char *v = env_get(envp, a->env);
 
         PM_ASSERT(e != NULL);
-        if ((rv = apply_env(cfg, e, envp, a->env, err, errlen)) != PM_OK)
+        if (v != NULL && (a->prefix != NULL || a->unit != NULL)) {
+            bool bare = *v != '\0' && strspn(v, "0123456789") == strlen(v);
+            char *full = pm_xasprintf("%s%s%s", a->prefix ? a->prefix : "", v,
+                                      bare && a->unit ? a->unit : "");
+
+            rv = set_value(cfg, a->key, strlen(a->key), full, PM_SRC_ENV, err,
+                           errlen);
+            free(full);
+        } else {
+            rv = apply_env(cfg, e, envp, a->env, err, errlen);
+        }
+        if (rv != PM_OK)
             return rv;
     }
     for (i = 0; i < cfg->n; i++) {
@@ -429,9 +441,9 @@ parse_scaled(const char *s, const struct unit *units, uint64_t limit,
 int
 pm_parse_duration(const char *s, uint64_t *ms)
 {
-    static const struct unit units[] = {{"ms", 1},      {"", 1000},
-                                        {"s", 1000},    {"m", 60000},
-                                        {"h", 3600000}, {NULL, 0}};
+    static const struct unit units[] = {
+        {"ms", 1},      {"", 1000},      {"s", 1000}, {"m", 60000},
+        {"h", 3600000}, {"d", 86400000}, {NULL, 0}};
 
     /* Leave room for conversions to nanoseconds. */
     return parse_scaled(s, units, UINT64_MAX / 1000000, ms);
@@ -580,7 +592,7 @@ parse_entry(const struct entry *e, char *err, size_t errlen)
             return pm_errf(err, errlen, PM_EINVAL,
                            "bad value for %s: '%s' (expected %s)", k->name, v,
                            k->type == PM_CONF_DURATION
-                               ? "a duration like 250ms, 30s, 5m, 1h"
+                               ? "a duration like 250ms, 30s, 5m, 1h, 7d"
                                : "a size like 512, 64k, 1m");
         if (bounded && ((int64_t)uv < k->min || (int64_t)uv > k->max))
             return pm_errf(err, errlen, PM_EINVAL,

@@ -52,10 +52,17 @@ struct pm_conf_key {
     const char *help;               /* one line for --help and docs */
 };
 
-/* A legacy environment name that sets a key (e.g. SIGNALING_PORT=port). */
+/*
+ * A legacy environment name that sets a key (e.g. SIGNALING_PORT=port).
+ * prefix (may be NULL) is put before the value (DB_PATH=x sets
+ * database.url=sqlite:x); unit (may be NULL) is appended to a bare number
+ * (STREAM_COOLDOWN_MS=10000 is "10000ms").
+ */
 struct pm_conf_alias {
     const char *env;
     const char *key;
+    const char *prefix;
+    const char *unit;
 };
 
 /* One table of keys bound to one struct the values are written into. */

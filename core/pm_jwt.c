@@ -1,9 +1,9 @@
 /*
- * pm_jwt: HS256 JSON Web Token verification and the coturn REST API
- * password (see pm_jwt.h). The token is checked in the order that keeps
- * untrusted input away from the parser: size and shape, then the header
- * (alg), then the signature over the bytes as sent, and only then the
- * claims. Decoding is strict: unpadded base64url with zero unused bits,
+ * pm_jwt: HS256 JSON Web Token verification and signing, SHA-256 digests
+ * and the coturn REST API password (see pm_jwt.h). The token is checked in the
+ * order that keeps untrusted input away from the parser: size and shape, then
+ * the header (alg), then the signature over the bytes as sent, and only then
+ * the claims. Decoding is strict: unpadded base64url with zero unused bits,
  * exactly one JSON object per part. Pure functions; any thread.
  */
 #include "config.h"
@@ -167,10 +167,8 @@ date_claim(const cJSON *claims, const char *name, double *t, char *err,
 }
 
 static int
-check_claims(const cJSON *claims, int64_t now, struct pm_jwt_claims *out,
-             char *err, size_t errlen)
+check_dates(const cJSON *claims, int64_t now, char *err, size_t errlen)
 {
-    const cJSON *sub = cJSON_GetObjectItemCaseSensitive(claims, "sub");
     double exp = 0, nbf;
     int rv;
 
@@ -184,26 +182,18 @@ check_claims(const cJSON *claims, int64_t now, struct pm_jwt_claims *out,
         return rv;
     if (rv == PM_OK && (double)now + PM_JWT_LEEWAY_S < nbf)
         return pm_errf(err, errlen, PM_EINVAL, "token not valid yet (nbf)");
-    if (sub == NULL)
-        return pm_errf(err, errlen, PM_EINVAL, "token has no sub");
-    if (!cJSON_IsString(sub) || sub->valuestring[0] == '\0')
-        return pm_errf(err, errlen, PM_EINVAL,
-                       "token sub is not a non-empty string");
-    out->sub = pm_xstrdup(sub->valuestring);
-    out->exp = (int64_t)exp; /* non-negative: rounds down */
     return PM_OK;
 }
 
 int
-pm_jwt_verify(const char *token, size_t len, const void *key, size_t keylen,
-              int64_t now, struct pm_jwt_claims *out, char *err, size_t errlen)
+pm_jwt_decode(const char *token, size_t len, const void *key, size_t keylen,
+              int64_t now, struct cJSON **claims, char *err, size_t errlen)
 {
     const char *dot1, *dot2, *end = token + len;
-    cJSON *claims;
+    cJSON *c;
     int rv;
 
-    out->sub = NULL;
-    out->exp = 0;
+    *claims = NULL;
     if (len > PM_JWT_MAX_LEN)
         return pm_errf(err, errlen, PM_EINVAL, "token is longer than %d bytes",
                        PM_JWT_MAX_LEN);
@@ -219,13 +209,112 @@ pm_jwt_verify(const char *token, size_t len, const void *key, size_t keylen,
                          (size_t)(end - dot2 - 1), key, keylen, err, errlen);
     if (rv != PM_OK)
         return rv;
-    claims = decode_object(dot1 + 1, (size_t)(dot2 - dot1 - 1));
-    if (claims == NULL)
+    c = decode_object(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    if (c == NULL)
         return pm_errf(err, errlen, PM_EINVAL,
                        "token payload is not a base64url JSON object");
-    rv = check_claims(claims, now, out, err, errlen);
+    rv = check_dates(c, now, err, errlen);
+    if (rv != PM_OK) {
+        cJSON_Delete(c);
+        return rv;
+    }
+    *claims = c;
+    return PM_OK;
+}
+
+static int
+check_sub(const cJSON *claims, struct pm_jwt_claims *out, char *err,
+          size_t errlen)
+{
+    const cJSON *sub = cJSON_GetObjectItemCaseSensitive(claims, "sub");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(claims, "exp");
+
+    if (sub == NULL)
+        return pm_errf(err, errlen, PM_EINVAL, "token has no sub");
+    if (!cJSON_IsString(sub) || sub->valuestring[0] == '\0')
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "token sub is not a non-empty string");
+    out->sub = pm_xstrdup(sub->valuestring);
+    /* Checked by check_dates: non-negative, so the cast rounds down. */
+    out->exp = cJSON_IsNumber(exp) ? (int64_t)exp->valuedouble : 0;
+    return PM_OK;
+}
+
+int
+pm_jwt_verify(const char *token, size_t len, const void *key, size_t keylen,
+              int64_t now, struct pm_jwt_claims *out, char *err, size_t errlen)
+{
+    cJSON *claims;
+    int rv;
+
+    out->sub = NULL;
+    out->exp = 0;
+    rv = pm_jwt_decode(token, len, key, keylen, now, &claims, err, errlen);
+    if (rv != PM_OK)
+        return rv;
+    rv = check_sub(claims, out, err, errlen);
     cJSON_Delete(claims);
     return rv;
+}
+
+/* Unpadded base64url of in[0..n) appended at out; returns the length. */
+static size_t
+b64url_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+        "0123456789-_";
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        acc = (acc << 8) | in[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = tab[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        out[o++] = tab[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    return o;
+}
+
+char *
+pm_jwt_sign(const struct cJSON *claims, const void *key, size_t keylen)
+{
+    static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+    char *payload = cJSON_PrintUnformatted(claims);
+    size_t plen = strlen(payload), n;
+    char *tok = pm_xmalloc((sizeof header + plen) * 4 / 3 + 64);
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen;
+
+    n = b64url_encode((const uint8_t *)header, sizeof header - 1, tok);
+    tok[n++] = '.';
+    n += b64url_encode((const uint8_t *)payload, plen, tok + n);
+    maclen = hmac(EVP_sha256(), key, keylen, tok, n, mac);
+    tok[n++] = '.';
+    b64url_encode(mac, maclen, tok + n);
+    cJSON_free(payload);
+    return tok;
+}
+
+void
+pm_sha256_hex(const void *data, size_t len, char out[PM_SHA256_HEX_SIZE])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0, i;
+
+    PM_ASSERT(EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) == 1);
+    for (i = 0; i < mdlen; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[2 * mdlen] = '\0';
 }
 
 void

@@ -1,5 +1,6 @@
 /*
- * pm_jwt: HMAC credentials, so roles never touch OpenSSL for them.
+ * pm_jwt: HMAC credentials and digests, so roles never touch OpenSSL for
+ * them.
  * Verifying compact JSON Web Tokens signed with HS256 (RFC 7519, RFC
  * 7515): the header's alg must be exactly "HS256" (none, HS512, RS256...
  * are refused, which rules out algorithm-confusion attacks), the
@@ -34,6 +35,20 @@ struct pm_jwt_claims {
 int pm_jwt_verify(const char *token, size_t len, const void *key, size_t keylen,
                   int64_t now, struct pm_jwt_claims *out, char *err,
                   size_t errlen);
+
+struct cJSON;
+/*
+ * The same checks without requiring sub: PM_OK with *claims the whole
+ * claim set (the caller frees it with cJSON_Delete), or PM_EINVAL.
+ */
+int pm_jwt_decode(const char *token, size_t len, const void *key, size_t keylen,
+                  int64_t now, struct cJSON **claims, char *err, size_t errlen);
+/* A compact HS256 token over claims (borrowed); malloc'd, caller frees. */
+char *pm_jwt_sign(const struct cJSON *claims, const void *key, size_t keylen);
+
+/* Lower-case hex SHA-256 of data, NUL-ended. */
+#define PM_SHA256_HEX_SIZE 65
+void pm_sha256_hex(const void *data, size_t len, char out[PM_SHA256_HEX_SIZE]);
 
 /* base64 of HMAC-SHA1 is 28 characters; with the NUL: */
 #define PM_HMAC_SHA1_B64_SIZE 29

@@ -81,6 +81,8 @@ run_deferred(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void wake_cb(evutil_socket_t fd, short what, void *arg);
+
 struct pm_loop *
 pm_loop_new(char *err, size_t errlen)
 {
@@ -98,7 +100,16 @@ pm_loop_new(char *err, size_t errlen)
     loop->defer_ev = event_new(loop->base, -1, 0, run_deferred, loop);
     pthread_mutex_init(&loop->mu, NULL);
     pthread_cond_init(&loop->cv, NULL);
-    loop->wake[0] = loop->wake[1] = -1;
+    if (pipe2(loop->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        pm_errf(err, errlen, PM_EIO, "pipe: %s", strerror(errno));
+        event_free(loop->defer_ev);
+        event_base_free(loop->base);
+        free(loop);
+        return NULL;
+    }
+    loop->wake_ev = event_new(loop->base, loop->wake[0], EV_READ | EV_PERSIST,
+                              wake_cb, loop);
+    event_add(loop->wake_ev, NULL);
     return loop;
 }
 
@@ -155,6 +166,23 @@ pm_loop_defer(struct pm_loop *loop, pm_defer_fn fn, void *arg)
     loop->defer_tail = it;
 }
 
+/* With loop->mu held: queue j for the loop thread and wake it. */
+static void
+push_done(struct pm_loop *loop, struct job *j)
+{
+    char b = 1;
+    ssize_t n;
+
+    j->next = NULL;
+    if (loop->done_tail != NULL)
+        loop->done_tail->next = j;
+    else
+        loop->done_head = j;
+    loop->done_tail = j;
+    n = write(loop->wake[1], &b, 1);
+    (void)n; /* a full pipe already means "wake up" */
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -179,18 +207,7 @@ worker_main(void *arg)
         pthread_mutex_unlock(&loop->mu);
         j->work(j->arg);
         pthread_mutex_lock(&loop->mu);
-        j->next = NULL;
-        if (loop->done_tail != NULL)
-            loop->done_tail->next = j;
-        else
-            loop->done_head = j;
-        loop->done_tail = j;
-        {
-            char b = 1;
-            ssize_t n = write(loop->wake[1], &b, 1);
-
-            (void)n; /* a full pipe already means "wake up" */
-        }
+        push_done(loop, j);
     }
     pthread_mutex_unlock(&loop->mu);
     return NULL;
@@ -225,13 +242,6 @@ start_workers(struct pm_loop *loop)
 {
     int i;
 
-    if (pipe2(loop->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-        pm_log(PM_LOG_FATAL, "worker_pool_failed", "pipe: %s", strerror(errno));
-        abort();
-    }
-    loop->wake_ev = event_new(loop->base, loop->wake[0], EV_READ | EV_PERSIST,
-                              wake_cb, loop);
-    event_add(loop->wake_ev, NULL);
     for (i = 0; i < PM_LOOP_WORKERS; i++) {
         if (pthread_create(&loop->workers[i], NULL, worker_main, loop) != 0)
             break;
@@ -258,6 +268,18 @@ pm_loop_submit(struct pm_loop *loop, pm_work_fn work, pm_done_fn done,
         loop->todo_head = j;
     loop->todo_tail = j;
     pthread_cond_signal(&loop->cv);
+    pthread_mutex_unlock(&loop->mu);
+}
+
+void
+pm_loop_post(struct pm_loop *loop, pm_done_fn fn, void *arg)
+{
+    struct job *j = pm_xcalloc(1, sizeof *j);
+
+    j->done = fn;
+    j->arg = arg;
+    pthread_mutex_lock(&loop->mu);
+    push_done(loop, j);
     pthread_mutex_unlock(&loop->mu);
 }
 
@@ -295,11 +317,11 @@ pm_loop_free(struct pm_loop *loop)
         pthread_mutex_unlock(&loop->mu);
         for (i = 0; i < loop->nworkers; i++)
             pthread_join(loop->workers[i], NULL);
-        wake_cb(loop->wake[0], 0, loop);
-        event_free(loop->wake_ev);
-        close(loop->wake[0]);
-        close(loop->wake[1]);
     }
+    wake_cb(loop->wake[0], 0, loop);
+    event_free(loop->wake_ev);
+    close(loop->wake[0]);
+    close(loop->wake[1]);
     while ((s = loop->sigs) != NULL) {
         loop->sigs = s->next;
         event_free(s->ev);

@@ -35,6 +35,9 @@ void pm_loop_run_deferred(struct pm_loop *loop);
 void pm_loop_submit(struct pm_loop *loop, pm_work_fn work, pm_done_fn done,
                     void *arg);
 
+/* Any thread: run fn(arg) on the loop thread soon (in posting order). */
+void pm_loop_post(struct pm_loop *loop, pm_done_fn fn, void *arg);
+
 /* Dispatch until pm_loop_stop; returns PM_OK or PM_EIO. */
 int pm_loop_run(struct pm_loop *loop);
 void pm_loop_stop(struct pm_loop *loop);

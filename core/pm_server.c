@@ -36,7 +36,7 @@
 
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const formats[] = {"json", "text", NULL};
-static const char *const envs[] = {"development", "production", NULL};
+static const char *const envs[] = {"development", "production", "test", NULL};
 static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 
 /* Not const: the port default is the role's (set in pm_server_conf_table). */
@@ -201,6 +201,12 @@ struct event_base *
 pm_server_base(struct pm_server *srv)
 {
     return pm_loop_base(srv->loop);
+}
+
+struct pm_loop *
+pm_server_loop(struct pm_server *srv)
+{
+    return srv->loop;
 }
 
 struct pm_metrics *

@@ -88,6 +88,7 @@ void pm_server_exit(struct pm_server *srv, int code);
 
 /* For roles: the loop, the metrics registry, the core config. */
 struct event_base *pm_server_base(struct pm_server *srv);
+struct pm_loop *pm_server_loop(struct pm_server *srv);
 struct pm_metrics *pm_server_metrics(struct pm_server *srv);
 const struct pm_core_conf *pm_server_conf(const struct pm_server *srv);
 /* The URL clients should use (public_url, or derived from addr/port). */

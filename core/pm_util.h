@@ -15,16 +15,17 @@
 /* The one error convention: 0 is success, failures are negative. */
 enum pm_err {
     PM_OK = 0,
-    PM_EINVAL = -1,    /* bad argument or value */
-    PM_ENOMEM = -2,    /* allocation refused (network-sized only) */
-    PM_EIO = -3,       /* system or library I/O failure */
-    PM_EPROTO = -4,    /* peer broke the protocol */
-    PM_EAGAIN = -5,    /* incomplete input: call again with more */
-    PM_ECLOSED = -6,   /* object already closed */
-    PM_ETIMEDOUT = -7, /* deadline passed */
-    PM_EUNAVAIL = -8,  /* dependency unreachable */
-    PM_ELIMIT = -9,    /* a configured limit was hit */
-    PM_ENOTFOUND = -10 /* no such thing */
+    PM_EINVAL = -1,     /* bad argument or value */
+    PM_ENOMEM = -2,     /* allocation refused (network-sized only) */
+    PM_EIO = -3,        /* system or library I/O failure */
+    PM_EPROTO = -4,     /* peer broke the protocol */
+    PM_EAGAIN = -5,     /* incomplete input: call again with more */
+    PM_ECLOSED = -6,    /* object already closed */
+    PM_ETIMEDOUT = -7,  /* deadline passed */
+    PM_EUNAVAIL = -8,   /* dependency unreachable */
+    PM_ELIMIT = -9,     /* a configured limit was hit */
+    PM_ENOTFOUND = -10, /* no such thing */
+    PM_ECONFLICT = -11  /* already exists (a unique constraint) */
 };
 
 #define PM_ERRMSG_SIZE 256

@@ -48,12 +48,12 @@ static const struct pm_conf_key lam_keys[] = {
 
 /* The Lambda environment and the seed deployment's names. */
 static const struct pm_conf_alias lam_aliases[] = {
-    {"AWS_LAMBDA_RUNTIME_API", "lambda.runtime_api"},
-    {"REGION", "lambda.region"},
-    {"AWS_REGION", "lambda.region"},
-    {"CONNECTIONS_TABLE", "lambda.dynamodb_table"},
-    {"JWT_SECRET", "jwt.secret"},
-    {NULL, NULL},
+    {"AWS_LAMBDA_RUNTIME_API", "lambda.runtime_api", NULL, NULL},
+    {"REGION", "lambda.region", NULL, NULL},
+    {"AWS_REGION", "lambda.region", NULL, NULL},
+    {"CONNECTIONS_TABLE", "lambda.dynamodb_table", NULL, NULL},
+    {"JWT_SECRET", "jwt.secret", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static const struct lam_handler *const handlers[] = {

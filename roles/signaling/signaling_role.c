@@ -89,21 +89,21 @@ const struct pm_conf_key sig_conf_keys[] = {
 
 /* Environment names of the seed deployments (later entries win). */
 static const struct pm_conf_alias sig_aliases[] = {
-    {"PORT", "port"},
-    {"JWT_SECRET", "jwt.secret"},
-    {"SIGNALING_ADDR", "addr"},
-    {"SIGNALING_PORT", "port"},
-    {"SIGNALING_PUBLIC_URL", "public_url"},
-    {"SIGNALING_REDIS_URL", "redis.url"},
-    {"SIGNALING_REDIS_REQUIRE_TLS", "redis.require_tls"},
-    {"SIGNALING_REDIS_KEY_PREFIX", "redis.key_prefix"},
-    {"SIGNALING_HEARTBEAT_SECS", "signaling.heartbeat_interval"},
-    {"SIGNALING_ROOM_TTL_SECS", "signaling.mailbox_ttl"},
-    {"SIGNALING_MAILBOX_TTL_SECS", "signaling.mailbox_ttl"},
-    {"SIGNALING_SESSION_TTL_SECS", "signaling.session_ttl"},
-    {"SIGNALING_RENDEZVOUS_TTL_SECS", "signaling.rendezvous_ttl"},
-    {"SIGNALING_WS_PUSH_BUFFER_CAPACITY", "signaling.push_buffer"},
-    {NULL, NULL},
+    {"PORT", "port", NULL, NULL},
+    {"JWT_SECRET", "jwt.secret", NULL, NULL},
+    {"SIGNALING_ADDR", "addr", NULL, NULL},
+    {"SIGNALING_PORT", "port", NULL, NULL},
+    {"SIGNALING_PUBLIC_URL", "public_url", NULL, NULL},
+    {"SIGNALING_REDIS_URL", "redis.url", NULL, NULL},
+    {"SIGNALING_REDIS_REQUIRE_TLS", "redis.require_tls", NULL, NULL},
+    {"SIGNALING_REDIS_KEY_PREFIX", "redis.key_prefix", NULL, NULL},
+    {"SIGNALING_HEARTBEAT_SECS", "signaling.heartbeat_interval", NULL, NULL},
+    {"SIGNALING_ROOM_TTL_SECS", "signaling.mailbox_ttl", NULL, NULL},
+    {"SIGNALING_MAILBOX_TTL_SECS", "signaling.mailbox_ttl", NULL, NULL},
+    {"SIGNALING_SESSION_TTL_SECS", "signaling.session_ttl", NULL, NULL},
+    {"SIGNALING_RENDEZVOUS_TTL_SECS", "signaling.rendezvous_ttl", NULL, NULL},
+    {"SIGNALING_WS_PUSH_BUFFER_CAPACITY", "signaling.push_buffer", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static uint64_t *

@@ -1,0 +1,290 @@
+/*
+ * chat: the chat role's shared state and the functions its modules call
+ * on each other (see docs/chat.md for what users see).
+ *
+ *   chat_role.c      config keys, lifecycle, health/metrics, routing
+ *   chat_schema.c    the SQL schema (SQLite and PostgreSQL migrations)
+ *   chat_http.c      REST plumbing: bodies, replies, bearer auth, limits
+ *   chat_accounts.c  the FaltuBaat account routes
+ *   chat_rooms.c     the room cache, membership, messages, history
+ *   chat_ws.c        the native WebSocket protocol, presence, typing
+ *   chat_streams.c   stream keys and the nginx-rtmp callbacks
+ *   chat_web.c       the embedded web client
+ *
+ * Everything runs on the loop thread; database work is asynchronous
+ * (pm_db) and password hashing runs on the worker pool.
+ */
+#ifndef CHAT_H
+#define CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uthash.h>
+
+#include "pm_config.h"
+#include "pm_db.h"
+#include "pm_passwd.h"
+#include "pm_ratelimit.h"
+
+struct cJSON;
+struct event;
+struct pm_cidr_list;
+struct pm_conn;
+struct pm_http_request;
+struct pm_server;
+
+#define CHAT_NAME_MAX 20      /* username characters */
+#define CHAT_ROOM_NAME_MAX 40 /* room name characters */
+#define CHAT_BODY_MAX 10240   /* JSON request bodies */
+#define CHAT_HISTORY_MAX 200  /* messages in one history page */
+#define CHAT_AUTH_TIMEOUT_MS 10000
+
+struct chat_conf {
+    uint64_t token_ttl;
+    char *sqlite_journal;
+    char *sqlite_sync;
+    int64_t max_message;
+    int64_t max_room_members;
+    int64_t history_limit;
+    uint64_t typing_interval;
+    uint64_t rate_window;
+    int64_t rate_max;
+    int64_t auth_rate_max;
+    int64_t max_streams;
+    uint64_t stream_cooldown;
+    uint64_t max_stream_duration;
+    char *hls_base_url;
+    char *rtmp_url;
+    char *rtmp_allow;
+};
+
+/* A user as stored (the columns chat_accounts reads). */
+struct chat_account {
+    int64_t id;
+    char name[CHAT_NAME_MAX + 1];
+    int64_t ver; /* token version */
+    char *first_name, *last_name, *gender, *about, *created_at, *last_login;
+    char *hash; /* password hash */
+};
+
+struct chat_session;
+struct chat_typing;
+struct pending_msg;
+
+/* A user with live sessions on this instance. */
+struct chat_user {
+    int64_t id;
+    char name[CHAT_NAME_MAX + 1];
+    struct chat_session *sessions;
+    int nsessions;
+    UT_hash_handle hh;
+};
+
+struct chat_member {
+    int64_t user_id;
+    UT_hash_handle hh;
+};
+
+struct chat_room_waiter;
+
+/* A room as cached from the database. */
+struct chat_room {
+    int64_t id;
+    char *name;
+    char *title;
+    bool dm;
+    bool loaded;
+    struct chat_member *members;
+    unsigned nmembers;
+    struct chat_room_waiter *waiters; /* while loading */
+    UT_hash_handle hh;                /* chat->rooms, by name */
+};
+
+/* One authenticated (or authenticating) WebSocket connection. */
+struct chat_session {
+    struct chat *chat;
+    struct pm_conn *c;
+    struct chat_user *user; /* NULL until authenticated */
+    struct event *auth_timer;
+    struct chat_typing *typing;
+    struct pending_msg *pending;      /* sent before the welcome */
+    struct chat_session *prev, *next; /* user->sessions */
+    int refs;                         /* operations in flight + 1 */
+    bool closed;
+    bool authing;
+};
+
+struct chat_rate {
+    char key[64];
+    struct pm_bucket bucket;
+    UT_hash_handle hh;
+};
+
+struct chat_stats {
+    uint64_t *messages;
+    uint64_t *deliveries;
+    uint64_t *registrations;
+    uint64_t *logins;
+    uint64_t *login_failures;
+    int64_t *online_users;
+    int64_t *sessions;
+};
+
+struct chat {
+    struct pm_server *srv;
+    const struct chat_conf *conf;
+    struct pm_db *db;
+    char *secret;
+    size_t secret_len;
+    struct chat_user *users; /* online here, by id */
+    struct chat_room *rooms; /* cache, by name */
+    struct chat_rate *rates; /* REST limits, by "kind:ip" / "kind:user" */
+    struct pm_cidr_list *rtmp_allow;
+    struct event *sweep;
+    struct chat_stats stats;
+    bool stopping;
+};
+
+/* chat_schema.c */
+extern const struct pm_db_migration chat_migrations[];
+extern const size_t chat_nmigrations;
+
+/* ---- chat_http.c: one REST request in flight ------------------------ */
+
+struct chat_req;
+typedef void (*chat_req_fn)(struct chat_req *r);
+
+struct chat_req {
+    struct chat *chat;
+    struct pm_conn *c;        /* referenced until the reply */
+    struct cJSON *body;       /* parsed JSON body (object) or NULL */
+    char *arg;                /* the path parameter (:username, :room) */
+    char *query;              /* the query string or NULL */
+    struct chat_account acct; /* the authenticated user (chat_req_auth) */
+    bool authed;
+    chat_req_fn next; /* continuation after an async step */
+    /* Scratch for the routes. */
+    char *s1, *s2, *s3;
+    int64_t n1, n2, n3;
+    bool flag;
+    char hash[PM_PASSWD_HASH_SIZE];
+};
+
+struct chat_req *chat_req_new(struct chat *chat, struct pm_conn *c);
+void chat_req_free(struct chat_req *r);
+/* Reply with a JSON object (taken) or {"error": msg}; frees r. */
+void chat_reply(struct chat_req *r, int status, struct cJSON *obj);
+void chat_reply_error(struct chat_req *r, int status, const char *msg);
+/* Reply 401 with WWW-Authenticate for a bad token; frees r. */
+void chat_reply_bad_token(struct chat_req *r);
+/* Reply 503: the database is unreachable; frees r. */
+void chat_reply_db_error(struct chat_req *r, const struct pm_db_res *res);
+/*
+ * Parse the body as a JSON object into r->body; PM_OK, or a 400/413
+ * reply already sent (and r freed) with PM_EINVAL.
+ */
+int chat_req_body(struct chat_req *r, const uint8_t *body, size_t len);
+/*
+ * Authenticate the bearer token of req and load the account, then call
+ * next(r) with r->acct filled; every failure is answered here.
+ */
+void chat_req_auth(struct chat_req *r, const struct pm_http_request *req,
+                   chat_req_fn next);
+/* Hash (or verify against r->acct.hash) the password pw on the worker
+ * pool, then next(r) with r->hash set, or r->flag = match. */
+void chat_req_hash(struct chat_req *r, const char *pw, chat_req_fn next);
+void chat_req_verify(struct chat_req *r, const char *pw, chat_req_fn next);
+/* Take one token from the bucket named kind:who; false when over. */
+bool chat_rate_take(struct chat *chat, const char *kind, const char *who,
+                    int64_t max);
+void chat_rate_sweep(struct chat *chat);
+void chat_rate_free(struct chat *chat);
+/* String member of r->body, or NULL. */
+const char *chat_body_str(const struct chat_req *r, const char *name);
+
+/* ---- chat_accounts.c ------------------------------------------------- */
+
+/* Routes under /api/ for accounts; PM_ENOTFOUND when not one of them. */
+int chat_accounts_route(struct chat *chat, struct pm_conn *c,
+                        const struct pm_http_request *req, const uint8_t *body,
+                        size_t len);
+/* Sign a token for acct (malloc'd). */
+char *chat_token_issue(struct chat *chat, int64_t id, const char *name,
+                       int64_t ver);
+/*
+ * Check a token: PM_OK with *id and *ver, or PM_EINVAL with the reason.
+ * The account itself is looked up by the caller.
+ */
+int chat_token_check(struct chat *chat, const char *tok, size_t len,
+                     int64_t *id, int64_t *ver, char *err, size_t errlen);
+/* The account columns, in the order chat_account_from_row reads them. */
+#define CHAT_ACCOUNT_COLS                                                      \
+    "id, username, token_version, first_name, last_name, gender, about, "      \
+    "created_at, last_login, password"
+void chat_account_from_row(struct chat_account *a, const struct pm_db_res *res,
+                           int row);
+void chat_account_clear(struct chat_account *a);
+/* Is name a valid username (^[a-zA-Z0-9_]{3,20}$)? */
+bool chat_username_valid(const char *name);
+
+/* ---- chat_rooms.c ---------------------------------------------------- */
+
+typedef void (*chat_room_fn)(void *arg, struct chat_room *room, int status);
+/* Get room name (cached, or loaded with its members): status PM_OK,
+ * PM_ENOTFOUND, or PM_EUNAVAIL. May call back before returning. */
+void chat_room_get(struct chat *chat, const char *name, chat_room_fn cb,
+                   void *arg);
+bool chat_room_has(const struct chat_room *room, int64_t user_id);
+void chat_room_add_member(struct chat_room *room, int64_t user_id);
+void chat_room_remove_member(struct chat_room *room, int64_t user_id);
+void chat_rooms_free(struct chat *chat);
+/* The DM room name for two user ids: "dm:SMALL:LARGE". */
+void chat_dm_name(int64_t a, int64_t b, char *out, size_t outlen);
+bool chat_room_name_valid(const char *name);
+/* The history query and its JSON; cb gets the messages array (taken). */
+typedef void (*chat_history_fn)(void *arg, int status, struct cJSON *messages,
+                                bool more);
+void chat_history(struct chat *chat, const struct chat_room *room,
+                  int64_t before, int64_t after, int64_t limit,
+                  chat_history_fn cb, void *arg);
+/* A message row (id, room, from, body, ts, client_id) as JSON. */
+struct cJSON *chat_message_json(int64_t id, const char *room, const char *from,
+                                const char *body, int64_t ts,
+                                const char *client_id);
+int chat_rooms_route(struct chat *chat, struct pm_conn *c,
+                     const struct pm_http_request *req, const uint8_t *body,
+                     size_t len);
+
+/* ---- chat_ws.c ------------------------------------------------------- */
+
+int chat_ws_upgrade(struct chat *chat, struct pm_conn *c,
+                    const struct pm_http_request *req, int *status);
+void chat_ws_open(struct chat *chat, struct pm_conn *c);
+void chat_ws_message(struct chat *chat, struct pm_conn *c, const uint8_t *data,
+                     size_t len);
+void chat_ws_limited(struct chat *chat, struct pm_conn *c);
+void chat_ws_close(struct chat *chat, struct pm_conn *c);
+/* Send json (borrowed) to every session of every member of room. */
+void chat_room_broadcast(struct chat *chat, const struct chat_room *room,
+                         const struct cJSON *json, int64_t except_user);
+/* Send json to every authenticated session here. */
+void chat_broadcast_all(struct chat *chat, const struct cJSON *json);
+/* Close every session of user id (tokens revoked). */
+void chat_user_kick(struct chat *chat, int64_t id, const char *reason);
+void chat_users_free(struct chat *chat);
+
+/* ---- chat_streams.c -------------------------------------------------- */
+
+int chat_streams_route(struct chat *chat, struct pm_conn *c,
+                       const struct pm_http_request *req, const uint8_t *body,
+                       size_t len);
+
+/* ---- chat_web.c ------------------------------------------------------ */
+
+/* Serve the web client's files; PM_ENOTFOUND for other paths. */
+int chat_web_route(struct chat *chat, struct pm_conn *c,
+                   const struct pm_http_request *req);
+
+#endif
