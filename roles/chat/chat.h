@@ -9,6 +9,7 @@
  *   chat_rooms.c     the room cache, membership, messages, history
  *   chat_ws.c        the native WebSocket protocol, presence, typing
  *   chat_streams.c   stream keys and the nginx-rtmp callbacks
+ *   chat_cluster.c   Redis fan-out across instances, presence
  *   chat_web.c       the embedded web client
  *
  * Everything runs on the loop thread; database work is asynchronous
@@ -142,6 +143,7 @@ struct chat {
     struct chat_room *rooms; /* cache, by name */
     struct chat_rate *rates; /* REST limits, by "kind:ip" / "kind:user" */
     struct pm_cidr_list *rtmp_allow;
+    struct chat_cluster *cluster; /* NULL without redis.url */
     struct event *sweep;
     struct chat_stats stats;
     bool stopping;
@@ -270,10 +272,33 @@ void chat_ws_close(struct chat *chat, struct pm_conn *c);
 void chat_room_broadcast(struct chat *chat, const struct chat_room *room,
                          const struct cJSON *json, int64_t except_user);
 /* Send json to every authenticated session here. */
-void chat_broadcast_all(struct chat *chat, const struct cJSON *json);
+void chat_broadcast_local(struct chat *chat, const struct cJSON *json);
 /* Close every session of user id (tokens revoked). */
 void chat_user_kick(struct chat *chat, int64_t id, const char *reason);
 void chat_users_free(struct chat *chat);
+
+/* ---- chat_cluster.c: Redis fan-out and presence ---------------------- */
+
+struct chat_cluster;
+/* With redis.url: connect (in the background); PM_OK or a bad URL. */
+int chat_cluster_init(struct chat *chat, char *err, size_t errlen);
+void chat_cluster_free(struct chat *chat);
+/* No cluster, or both Redis links up. */
+bool chat_cluster_up(const struct chat *chat);
+/* Deliver here and on every other instance. */
+void chat_fanout_room(struct chat *chat, const struct chat_room *room,
+                      const struct cJSON *json, int64_t except_user);
+void chat_fanout_all(struct chat *chat, const struct cJSON *json);
+void chat_fanout_member(struct chat *chat, const char *room, int64_t user,
+                        bool add);
+void chat_fanout_kick(struct chat *chat, int64_t user, const char *reason);
+/* A user's first local session opened (up) or last one closed. */
+void chat_presence_local(struct chat *chat, int64_t id, const char *name,
+                         bool up);
+/* Online here or on another instance. */
+bool chat_user_online(const struct chat *chat, int64_t id);
+/* Append every online user's name to the array arr. */
+void chat_online_list(const struct chat *chat, struct cJSON *arr);
 
 /* ---- chat_streams.c -------------------------------------------------- */
 

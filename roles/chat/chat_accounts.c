@@ -516,7 +516,7 @@ revoked(void *arg, const struct pm_db_res *res)
             chat_reply_db_error(r, res);
         return;
     }
-    chat_user_kick(r->chat, r->acct.id, "session revoked");
+    chat_fanout_kick(r->chat, r->acct.id, "session revoked");
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", true);
     if (r->s2 != NULL) {
@@ -606,7 +606,7 @@ deleted(void *arg, const struct pm_db_res *res)
         chat_reply_db_error(r, res);
         return;
     }
-    chat_user_kick(r->chat, r->acct.id, "account deleted");
+    chat_fanout_kick(r->chat, r->acct.id, "account deleted");
     pm_log(PM_LOG_INFO, "user_deleted", "user %s (id %lld)", r->acct.name,
            (long long)r->acct.id);
     o = cJSON_CreateObject();

@@ -193,7 +193,7 @@ chat_init(struct pm_server *srv, const void *conf, void **state, char *err,
     opts.on_state = db_state;
     opts.arg = chat;
     chat->db = pm_db_open(pm_server_loop(srv), &opts, err, errlen);
-    if (chat->db == NULL) {
+    if (chat->db == NULL || chat_cluster_init(chat, err, errlen) != PM_OK) {
         chat_destroy(chat);
         return PM_EINVAL;
     }
@@ -230,6 +230,7 @@ chat_destroy(void *state)
 
     if (chat->sweep != NULL)
         event_free(chat->sweep);
+    chat_cluster_free(chat);
     /* Finishes every queued write before returning. */
     pm_db_free(chat->db);
     chat_users_free(chat);
@@ -347,6 +348,8 @@ chat_ready(void *state, cJSON *failing)
 
     if (!pm_db_is_up(chat->db))
         cJSON_AddItemToArray(failing, cJSON_CreateString("database"));
+    if (!chat_cluster_up(chat))
+        cJSON_AddItemToArray(failing, cJSON_CreateString("redis"));
 }
 
 const struct pm_role pm_role_chat = {

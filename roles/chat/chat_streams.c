@@ -68,7 +68,7 @@ announce(struct chat *chat, const char *type, const char *user,
     cJSON_AddStringToObject(o, "user", user);
     cJSON_AddStringToObject(o, "playback_id", playback_id);
     cJSON_AddStringToObject(o, "playback_url", url);
-    chat_broadcast_all(chat, o);
+    chat_fanout_all(chat, o);
     cJSON_Delete(o);
     free(url);
 }

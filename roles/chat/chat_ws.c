@@ -117,7 +117,7 @@ chat_room_broadcast(struct chat *chat, const struct chat_room *room,
 }
 
 void
-chat_broadcast_all(struct chat *chat, const cJSON *json)
+chat_broadcast_local(struct chat *chat, const cJSON *json)
 {
     char *text = cJSON_PrintUnformatted(json);
     size_t len = strlen(text);
@@ -126,18 +126,6 @@ chat_broadcast_all(struct chat *chat, const cJSON *json)
     HASH_ITER(hh, chat->users, u, tmp)
     send_user_text(chat, u, text, len);
     cJSON_free(text);
-}
-
-static void
-presence(struct chat *chat, const char *user, const char *state)
-{
-    cJSON *o = cJSON_CreateObject();
-
-    cJSON_AddStringToObject(o, "type", "presence");
-    cJSON_AddStringToObject(o, "user", user);
-    cJSON_AddStringToObject(o, "state", state);
-    chat_broadcast_all(chat, o);
-    cJSON_Delete(o);
 }
 
 /* ---- ops ------------------------------------------------------------ */
@@ -275,6 +263,7 @@ joined(void *arg, const struct pm_db_res *res)
         return;
     }
     chat_room_add_member(op->room, op->s->user->id);
+    chat_fanout_member(chat, op->room->name, op->s->user->id, true);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "joined");
     cJSON_AddStringToObject(o, "room", op->room->name);
@@ -283,13 +272,11 @@ joined(void *arg, const struct pm_db_res *res)
     for (i = 0; i < res->nrows; i++) {
         const char *name = pm_db_val(res, i, 1);
         int64_t uid = pm_db_int(res, i, 0, 0);
-        struct chat_user *u;
 
         if (name == NULL)
             continue;
         cJSON_AddItemToArray(members, cJSON_CreateString(name));
-        HASH_FIND(hh, chat->users, &uid, sizeof uid, u);
-        if (u != NULL)
+        if (chat_user_online(chat, uid))
             cJSON_AddItemToArray(online, cJSON_CreateString(name));
     }
     send_json(op->s, o);
@@ -335,6 +322,7 @@ left(void *arg, const struct pm_db_res *res)
         return;
     }
     chat_room_remove_member(op->room, op->s->user->id);
+    chat_fanout_member(op->s->chat, op->room->name, op->s->user->id, false);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "left");
     cJSON_AddStringToObject(o, "room", op->room->name);
@@ -418,7 +406,7 @@ stored(void *arg, const struct pm_db_res *res)
     m = chat_message_json(id, op->room->name, op->s->user->name, op->body,
                           op->n, op->client_id);
     cJSON_AddStringToObject(m, "type", "message");
-    chat_room_broadcast(chat, op->room, m, 0);
+    chat_fanout_room(chat, op->room, m, 0);
     cJSON_Delete(m);
     op_free(op);
 }
@@ -482,8 +470,12 @@ dm_room_ready(void *arg, struct chat_room *room, int status)
         return;
     }
     /* The room may have been cached before the memberships existed. */
-    chat_room_add_member(room, op->s->user->id);
-    chat_room_add_member(room, op->n);
+    if (!chat_room_has(room, op->s->user->id) || !chat_room_has(room, op->n)) {
+        chat_room_add_member(room, op->s->user->id);
+        chat_room_add_member(room, op->n);
+        chat_fanout_member(op->s->chat, room->name, op->s->user->id, true);
+        chat_fanout_member(op->s->chat, room->name, op->n, true);
+    }
     op->room = room;
     store_message(op, room);
 }
@@ -580,7 +572,7 @@ typing(struct op *op, struct chat_room *room)
     cJSON_AddStringToObject(o, "type", "typing");
     cJSON_AddStringToObject(o, "room", room->name);
     cJSON_AddStringToObject(o, "user", s->user->name);
-    chat_room_broadcast(s->chat, room, o, s->user->id);
+    chat_fanout_room(s->chat, room, o, s->user->id);
     cJSON_Delete(o);
     op_free(op);
 }
@@ -601,7 +593,7 @@ read_stored(void *arg, const struct pm_db_res *res)
         cJSON_AddStringToObject(o, "room", op->room->name);
         cJSON_AddStringToObject(o, "user", op->s->user->name);
         cJSON_AddNumberToObject(o, "message_id", (double)op->n);
-        chat_room_broadcast(op->s->chat, op->room, o, 0);
+        chat_fanout_room(op->s->chat, op->room, o, 0);
         cJSON_Delete(o);
     }
     op_free(op);
@@ -742,7 +734,7 @@ user_attach(struct chat *chat, struct chat_session *s, int64_t id,
         pm_strlcpy(u->name, name, sizeof u->name);
         HASH_ADD(hh, chat->users, id, sizeof u->id, u);
         (*chat->stats.online_users)++;
-        presence(chat, u->name, "online");
+        chat_presence_local(chat, u->id, u->name, true);
     }
     s->user = u;
     s->next = u->sessions;
@@ -770,8 +762,7 @@ user_detach(struct chat *chat, struct chat_session *s)
         return;
     HASH_DEL(chat->users, u);
     (*chat->stats.online_users)--;
-    if (!chat->stopping)
-        presence(chat, u->name, "offline");
+    chat_presence_local(chat, u->id, u->name, false);
     free(u);
 }
 
@@ -787,7 +778,6 @@ welcome_rooms(void *arg, const struct pm_db_res *res)
     struct chat_session *s = w->s;
     struct chat *chat = s->chat;
     struct pending_msg *p;
-    struct chat_user *u, *tmp;
     cJSON *o, *rooms, *online;
     int i;
 
@@ -825,8 +815,7 @@ welcome_rooms(void *arg, const struct pm_db_res *res)
         cJSON_AddItemToArray(rooms, r);
     }
     online = cJSON_AddArrayToObject(o, "online");
-    HASH_ITER(hh, chat->users, u, tmp)
-    cJSON_AddItemToArray(online, cJSON_CreateString(u->name));
+    chat_online_list(chat, online);
     send_json(s, o);
     cJSON_Delete(o);
     s->authing = false;
