@@ -96,9 +96,10 @@ pm_aws_send(struct pm_httpc *h, const struct pm_aws_creds *c,
     char host[256], *path, *query;
     const char *wire;
     size_t i, n = 0;
+    bool s3 = strcmp(service, "s3") == 0;
     int rv;
 
-    if (req->nheaders + 3 > MAX_HEADERS)
+    if (req->nheaders + 4 > MAX_HEADERS)
         return pm_errf(err, errlen, PM_EINVAL, "too many headers to sign");
     if (pm_aws_url_authority(req->url, host, sizeof host, &wire) != PM_OK)
         return pm_errf(err, errlen, PM_EINVAL, "not an http(s) URL: %s",
@@ -113,7 +114,9 @@ pm_aws_send(struct pm_httpc *h, const struct pm_aws_creds *c,
                                            req->headers[i].value};
     sr = (struct pm_sigv4_request){req->method, path,          query, sh, n,
                                    req->body,   req->body_len, false};
-    rv = pm_sigv4_sign(&sr, &sc, region, service, time(NULL), 0, &sig, err,
+    /* S3 wants the body hash signed and sent, and its own URI rule. */
+    rv = pm_sigv4_sign(&sr, &sc, region, service, time(NULL),
+                       s3 ? PM_SIGV4_SIGN_BODY | PM_SIGV4_S3 : 0, &sig, err,
                        errlen);
     free(path);
     if (rv != PM_OK)
@@ -122,6 +125,9 @@ pm_aws_send(struct pm_httpc *h, const struct pm_aws_creds *c,
         hh[i] = req->headers[i];
     n = req->nheaders;
     hh[n++] = (struct pm_httpc_header){"X-Amz-Date", sig.amz_date};
+    if (s3)
+        hh[n++] =
+            (struct pm_httpc_header){"X-Amz-Content-Sha256", sig.payload_hash};
     if (c->session_token != NULL)
         hh[n++] =
             (struct pm_httpc_header){"X-Amz-Security-Token", c->session_token};

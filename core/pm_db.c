@@ -85,7 +85,7 @@ pm_db_kind(const struct pm_db *db)
 bool
 pm_db_is_up(const struct pm_db *db)
 {
-    return db->up;
+    return db != NULL && db->up;
 }
 
 size_t

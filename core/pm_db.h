@@ -89,7 +89,7 @@ struct pm_db *pm_db_open(struct pm_loop *loop, const struct pm_db_opts *opts,
 void pm_db_free(struct pm_db *db);
 
 enum pm_db_kind pm_db_kind(const struct pm_db *db);
-/* Connected and migrated. */
+/* Connected and migrated (false for NULL: not opened yet). */
 bool pm_db_is_up(const struct pm_db *db);
 /* Units submitted whose callback has not run yet. */
 size_t pm_db_pending(const struct pm_db *db);

@@ -732,8 +732,7 @@ pg_bad_url(const char *safe, char *err, size_t errlen)
         PQconninfoFree(info);
     } else {
         pg_oneline(line, sizeof line, msg != NULL ? msg : "out of memory");
-        rc = pm_errf(err, errlen, PM_EINVAL, "database.url %s: %s", safe,
-                     line);
+        rc = pm_errf(err, errlen, PM_EINVAL, "database.url %s: %s", safe, line);
     }
     PQfreemem(msg);
     return rc;
@@ -765,14 +764,14 @@ pg_open(struct pm_db *db, const struct pm_db_opts *opts, char *err,
     pg->migs = pm_xcalloc(pg->nmigs + 1, sizeof *pg->migs);
     for (i = 0; i < pg->nmigs; i++) {
         pg->migs[i].version = opts->migrations[i].version;
-        pg->migs[i].name = pm_xstrdup(opts->migrations[i].name);
-        pg->migs[i].pg = pm_xstrdup(opts->migrations[i].pg);
+        pg->migs[i].name = pg_dup(opts->migrations[i].name);
+        pg->migs[i].pg = pg_dup(opts->migrations[i].pg);
     }
     pg->retry = evtimer_new(pg->base, pg_retry_cb, pg);
     pg->ctimer = evtimer_new(pg->base, pg_ctimer_cb, pg);
     pg->deliver = event_new(pg->base, -1, 0, pg_deliver_cb, pg);
     db->impl = pg;
-    pm_log_kv(PM_LOG_INFO, "db_open", "postgresql", "url", safe, NULL);
+    pm_log(PM_LOG_INFO, "db_open", "postgresql %s", safe);
     pg_start(pg);
     return PM_OK;
 }

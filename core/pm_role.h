@@ -11,6 +11,7 @@
 #ifndef PM_ROLE_H
 #define PM_ROLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,9 @@ struct pm_role {
                 char *err, size_t errlen);
     int (*start)(void *state, char *err, size_t errlen);
     void (*stop)(void *state);
+    /* After stop: true while the role still has shutdown work (a final
+     * backup); the server waits for it within shutdown.grace. */
+    bool (*busy)(void *state);
     void (*destroy)(void *state);
 
     /* A plain HTTP request core did not answer itself. Respond with

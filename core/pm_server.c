@@ -549,7 +549,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (srv->draining && *srv->stats.ws_open == 0) {
+    if (srv->draining && *srv->stats.ws_open == 0 &&
+        (srv->role->busy == NULL || !srv->role->busy(srv->role_state))) {
         pm_log(PM_LOG_INFO, "drained", "all WebSocket clients closed");
         pm_loop_stop(srv->loop);
         return;

@@ -304,7 +304,10 @@ pm_sigv4_sign(const struct pm_sigv4_request *req,
     evbuffer_add_printf(b, "%s\n", req->method);
     path = req->normalize ? normalize_path(req->path[0] ? req->path : "/")
                           : pm_xstrdup(req->path[0] ? req->path : "/");
-    uri_encode(b, path, strlen(path), true);
+    if (flags & PM_SIGV4_S3)
+        evbuffer_add(b, path, strlen(path));
+    else
+        uri_encode(b, path, strlen(path), true);
     free(path);
     evbuffer_add(b, "\n", 1);
     canonical_query(b, req->query);

@@ -40,6 +40,8 @@ struct pm_sigv4_creds {
 enum {
     PM_SIGV4_SIGN_BODY = 1,   /* add and sign x-amz-content-sha256 */
     PM_SIGV4_TOKEN_AFTER = 2, /* send the token unsigned (STS style) */
+    PM_SIGV4_S3 = 4,          /* S3: the canonical URI is the path as sent
+                                 (encoded once, not twice) */
 };
 
 /* Results; strings are NUL-ended and owned by the struct. */

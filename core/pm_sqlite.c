@@ -239,6 +239,7 @@ sq_deliver(void *arg)
     struct sq_batch *b = arg;
     struct sq *sq = b->sq;
     struct pm_db_unit *u, *next;
+    bool last;
 
     for (u = b->head; u != NULL; u = next) {
         next = u->next;
@@ -248,7 +249,11 @@ sq_deliver(void *arg)
             pm_db_unit_free(u); /* closed meanwhile: no callback */
     }
     free(b);
-    if (--sq->batches_out == 0 && sq->db == NULL) {
+    /* The writer counts batches out under mu. */
+    pthread_mutex_lock(&sq->mu);
+    last = --sq->batches_out == 0;
+    pthread_mutex_unlock(&sq->mu);
+    if (last && sq->db == NULL) {
         pthread_mutex_destroy(&sq->mu);
         pthread_cond_destroy(&sq->cv);
         free(sq);

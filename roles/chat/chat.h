@@ -10,6 +10,7 @@
  *   chat_ws.c        the native WebSocket protocol, presence, typing
  *   chat_streams.c   stream keys and the nginx-rtmp callbacks
  *   chat_cluster.c   Redis fan-out across instances, presence
+ *   chat_backup.c    SQLite snapshots to S3, restore at start
  *   chat_web.c       the embedded web client
  *
  * Everything runs on the loop thread; database work is asynchronous
@@ -59,6 +60,12 @@ struct chat_conf {
     char *hls_base_url;
     char *rtmp_url;
     char *rtmp_allow;
+    bool s3_sync;
+    char *s3_bucket;
+    char *s3_key;
+    uint64_t s3_interval;
+    char *s3_endpoint;
+    char *region;
 };
 
 /* A user as stored (the columns chat_accounts reads). */
@@ -144,6 +151,7 @@ struct chat {
     struct chat_rate *rates; /* REST limits, by "kind:ip" / "kind:user" */
     struct pm_cidr_list *rtmp_allow;
     struct chat_cluster *cluster; /* NULL without redis.url */
+    struct chat_backup *backup;   /* NULL without chat.s3_sync */
     struct event *sweep;
     struct chat_stats stats;
     bool stopping;
@@ -299,6 +307,24 @@ void chat_presence_local(struct chat *chat, int64_t id, const char *name,
 bool chat_user_online(const struct chat *chat, int64_t id);
 /* Append every online user's name to the array arr. */
 void chat_online_list(const struct chat *chat, struct cJSON *arr);
+
+/* ---- chat_backup.c: SQLite snapshots to S3 -------------------------- */
+
+struct chat_backup;
+/* With chat.s3_sync: check the keys and credentials; *restore is true
+ * when the database file is missing and must be restored first. */
+int chat_backup_init(struct chat *chat, const char *db_url, bool *restore,
+                     char *err, size_t errlen);
+/* Restore, then open the database (chat_db_open) and schedule. */
+void chat_backup_restore(struct chat *chat);
+void chat_backup_schedule(struct chat *chat);
+/* SIGTERM: one last snapshot after every acknowledged write. */
+void chat_backup_final(struct chat *chat);
+bool chat_backup_busy(const struct chat *chat);
+void chat_backup_free(struct chat *chat);
+
+/* chat_role.c: open the database named by the config. */
+int chat_db_open(struct chat *chat, char *err, size_t errlen);
 
 /* ---- chat_streams.c -------------------------------------------------- */
 

@@ -64,6 +64,19 @@ static const struct pm_conf_key chat_conf_keys[] = {
     {"chat.rtmp_allow", PM_CONF_STRING, OFF(rtmp_allow),
      "127.0.0.0/8, ::1/128, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16", 0, 0,
      NULL, "CIDRs allowed to call /stream/* (the nginx-rtmp sidecar)"},
+    {"chat.s3_sync", PM_CONF_BOOL, OFF(s3_sync), "false", 0, 0, NULL,
+     "back the SQLite database up to S3 (restore at start, periodic, at "
+     "SIGTERM)"},
+    {"chat.s3_bucket", PM_CONF_STRING, OFF(s3_bucket), NULL, 0, 0, NULL,
+     "S3 bucket of the backup"},
+    {"chat.s3_key", PM_CONF_STRING, OFF(s3_key),
+     "faltubaat/database/faltubaat.db", 0, 0, NULL, "S3 object key"},
+    {"chat.s3_interval", PM_CONF_DURATION, OFF(s3_interval), "300s", 1000,
+     604800000, NULL, "time between backups"},
+    {"chat.s3_endpoint", PM_CONF_STRING, OFF(s3_endpoint), NULL, 0, 0, NULL,
+     "S3-compatible endpoint, path-style (default: AWS, virtual-hosted)"},
+    {"chat.region", PM_CONF_STRING, OFF(region), "us-east-1", 0, 0, NULL,
+     "AWS region of the bucket"},
     {NULL, 0, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -81,6 +94,11 @@ static const struct pm_conf_alias chat_aliases[] = {
     {"RATE_LIMIT_WINDOW_MS", "chat.rate_window", NULL, "ms"},
     {"RATE_LIMIT_MAX_REQUESTS", "chat.rate_max", NULL, NULL},
     {"HLS_SERVER", "chat.hls_base_url", NULL, NULL},
+    {"S3_SYNC_ENABLED", "chat.s3_sync", NULL, NULL},
+    {"S3_DB_BUCKET", "chat.s3_bucket", NULL, NULL},
+    {"S3_DB_KEY", "chat.s3_key", NULL, NULL},
+    {"S3_SYNC_INTERVAL", "chat.s3_interval", NULL, NULL},
+    {"AWS_REGION", "chat.region", NULL, NULL},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -166,6 +184,31 @@ sweep_cb(evutil_socket_t fd, short what, void *arg)
     chat_rate_sweep(arg);
 }
 
+static const char *
+db_url(const struct chat *chat)
+{
+    const struct pm_core_conf *core = pm_server_conf(chat->srv);
+
+    return core->database_url != NULL ? core->database_url : CHAT_DEFAULT_DB;
+}
+
+int
+chat_db_open(struct chat *chat, char *err, size_t errlen)
+{
+    const struct chat_conf *cc = chat->conf;
+    struct pm_db_opts opts = {0};
+
+    opts.url = db_url(chat);
+    opts.journal = cc->sqlite_journal;
+    opts.sync_full = strcmp(cc->sqlite_sync, "full") == 0;
+    opts.migrations = chat_migrations;
+    opts.nmigrations = chat_nmigrations;
+    opts.on_state = db_state;
+    opts.arg = chat;
+    chat->db = pm_db_open(pm_server_loop(chat->srv), &opts, err, errlen);
+    return chat->db != NULL ? PM_OK : PM_EINVAL;
+}
+
 static int
 chat_init(struct pm_server *srv, const void *conf, void **state, char *err,
           size_t errlen)
@@ -173,27 +216,17 @@ chat_init(struct pm_server *srv, const void *conf, void **state, char *err,
     const struct pm_core_conf *core = pm_server_conf(srv);
     const struct chat_conf *cc = conf;
     struct chat *chat = pm_xcalloc(1, sizeof *chat);
-    struct pm_db_opts opts = {0};
+    bool restore = false;
 
     chat->srv = srv;
     chat->conf = cc;
     stats_init(chat, pm_server_metrics(srv));
     if (secret_init(chat, core, err, errlen) != PM_OK ||
         pm_cidr_list_parse(cc->rtmp_allow, &chat->rtmp_allow, err, errlen) !=
-            PM_OK) {
-        chat_destroy(chat);
-        return PM_EINVAL;
-    }
-    opts.url =
-        core->database_url != NULL ? core->database_url : CHAT_DEFAULT_DB;
-    opts.journal = cc->sqlite_journal;
-    opts.sync_full = strcmp(cc->sqlite_sync, "full") == 0;
-    opts.migrations = chat_migrations;
-    opts.nmigrations = chat_nmigrations;
-    opts.on_state = db_state;
-    opts.arg = chat;
-    chat->db = pm_db_open(pm_server_loop(srv), &opts, err, errlen);
-    if (chat->db == NULL || chat_cluster_init(chat, err, errlen) != PM_OK) {
+            PM_OK ||
+        chat_backup_init(chat, db_url(chat), &restore, err, errlen) != PM_OK ||
+        (!restore && chat_db_open(chat, err, errlen) != PM_OK) ||
+        chat_cluster_init(chat, err, errlen) != PM_OK) {
         chat_destroy(chat);
         return PM_EINVAL;
     }
@@ -212,6 +245,10 @@ chat_start(void *state, char *err, size_t errlen)
     chat->sweep =
         event_new(pm_server_base(chat->srv), -1, EV_PERSIST, sweep_cb, chat);
     event_add(chat->sweep, &tv);
+    if (chat->backup != NULL && chat->db == NULL)
+        chat_backup_restore(chat); /* opens the database when done */
+    else
+        chat_backup_schedule(chat);
     return PM_OK;
 }
 
@@ -221,6 +258,13 @@ chat_stop(void *state)
     struct chat *chat = state;
 
     chat->stopping = true;
+    chat_backup_final(chat);
+}
+
+static bool
+chat_busy(void *state)
+{
+    return chat_backup_busy(state);
 }
 
 static void
@@ -231,6 +275,7 @@ chat_destroy(void *state)
     if (chat->sweep != NULL)
         event_free(chat->sweep);
     chat_cluster_free(chat);
+    chat_backup_free(chat);
     /* Finishes every queued write before returning. */
     pm_db_free(chat->db);
     chat_users_free(chat);
@@ -255,6 +300,15 @@ static int
 route(struct chat *chat, struct pm_conn *c, const struct pm_http_request *req,
       const uint8_t *body, size_t len)
 {
+    if ((has_prefix(req, "/api/") || has_prefix(req, "/stream/")) &&
+        chat->db == NULL) {
+        static const char wait[] =
+            "{\"error\":\"The database is being restored, try again\"}";
+
+        pm_conn_http_respond(c, 503, "application/json; charset=utf-8",
+                             "Retry-After: 5\r\n", wait, sizeof wait - 1);
+        return PM_OK;
+    }
     if (has_prefix(req, "/api/")) {
         static const char nf[] = "{\"error\":\"Not found\"}";
 
@@ -336,9 +390,9 @@ chat_health(void *state, cJSON *obj)
 
     cJSON_AddNumberToObject(obj, "online_users",
                             (double)*chat->stats.online_users);
-    cJSON_AddStringToObject(obj, "database",
-                            pm_db_kind(chat->db) == PM_DB_SQLITE ? "sqlite"
-                                                                 : "postgres");
+    cJSON_AddStringToObject(
+        obj, "database",
+        strncmp(db_url(chat), "sqlite:", 7) == 0 ? "sqlite" : "postgres");
 }
 
 static void
@@ -363,6 +417,7 @@ const struct pm_role pm_role_chat = {
     .init = chat_init,
     .start = chat_start,
     .stop = chat_stop,
+    .busy = chat_busy,
     .destroy = chat_destroy,
     .http = chat_http,
     .ws_upgrade = chat_upgrade,
