@@ -169,14 +169,6 @@ secret_init(struct chat *chat, const struct pm_core_conf *core, char *err,
 }
 
 static void
-db_state(bool up, void *arg)
-{
-    (void)arg;
-    pm_log(up ? PM_LOG_INFO : PM_LOG_WARN, up ? "db_up" : "db_down",
-           "database %s", up ? "reachable" : "unreachable");
-}
-
-static void
 sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -203,8 +195,6 @@ chat_db_open(struct chat *chat, char *err, size_t errlen)
     opts.sync_full = strcmp(cc->sqlite_sync, "full") == 0;
     opts.migrations = chat_migrations;
     opts.nmigrations = chat_nmigrations;
-    opts.on_state = db_state;
-    opts.arg = chat;
     chat->db = pm_db_open(pm_server_loop(chat->srv), &opts, err, errlen);
     return chat->db != NULL ? PM_OK : PM_EINVAL;
 }
