@@ -44,7 +44,7 @@ static const struct pm_conf_key chat_conf_keys[] = {
     {"chat.history_limit", PM_CONF_INT, OFF(history_limit), "50", 1,
      CHAT_HISTORY_MAX, NULL, "default history page size"},
     {"chat.typing_interval", PM_CONF_DURATION, OFF(typing_interval), "2s", 0,
-     60000, NULL, "typing events forwarded per user and room at most every"},
+     60000, NULL, "typing events are forwarded per user and room at most once per"},
     {"chat.rate_window", PM_CONF_DURATION, OFF(rate_window), "15m", 1000,
      86400000, NULL, "REST rate-limit window"},
     {"chat.rate_max", PM_CONF_INT, OFF(rate_max), "100", 0, 100000000, NULL,
