@@ -303,9 +303,17 @@ pm_db_migrate_sync(const struct pm_db_sync *s, const struct pm_db_migration *m,
     char why[PM_ERRMSG_SIZE];
     size_t i;
 
-    if (s->exec(s->conn, PM_DB_MIGRATIONS_TABLE, why, sizeof why) != PM_OK)
+    /* Inside the serialising transaction: two instances starting on an
+     * empty database do not race on the table itself. */
+    if (s->exec(s->conn, s->begin, why, sizeof why) != PM_OK ||
+        s->exec(s->conn, PM_DB_MIGRATIONS_TABLE, why, sizeof why) != PM_OK ||
+        s->exec(s->conn, "COMMIT", why, sizeof why) != PM_OK) {
+        char ignored[PM_ERRMSG_SIZE];
+
+        s->exec(s->conn, "ROLLBACK", ignored, sizeof ignored);
         return pm_errf(err, errlen, PM_EIO, "cannot create pm_migrations: %s",
                        why);
+    }
     for (i = 0; i < n; i++) {
         if (s->exec(s->conn, s->begin, why, sizeof why) != PM_OK)
             return pm_errf(err, errlen, PM_EIO, "migration %d: %s",

@@ -771,7 +771,8 @@ pg_open(struct pm_db *db, const struct pm_db_opts *opts, char *err,
     pg->ctimer = evtimer_new(pg->base, pg_ctimer_cb, pg);
     pg->deliver = event_new(pg->base, -1, 0, pg_deliver_cb, pg);
     db->impl = pg;
-    pm_log(PM_LOG_INFO, "db_open", "postgresql %s", safe);
+    pm_log_kv(PM_LOG_INFO, "db_open", "postgresql: migrating, then connecting",
+              "url", safe, NULL);
     pg_start(pg);
     return PM_OK;
 }

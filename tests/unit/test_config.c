@@ -230,8 +230,8 @@ static const struct pm_conf_key rkeys[] = {
 };
 
 static const struct pm_conf_alias aliases[] = {
-    {"LEGACY_NUM", "t.num"},
-    {NULL, NULL},
+    {"LEGACY_NUM", "t.num", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static struct tconf T;
