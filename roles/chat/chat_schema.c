@@ -127,8 +127,15 @@ static const char v1_pg[] =
     " ('general', 'General', 'room', 0), ('tech', 'Tech Talk', 'room', 0),"
     " ('random', 'Random', 'room', 0);";
 
+/* A stream remembers the key it was started with: nginx-rtmp names the
+ * stream by that key in on_update and on_publish_done even after the
+ * rename, and the user may have rotated the key meanwhile. */
+static const char v2[] = "ALTER TABLE streams ADD COLUMN key_hash TEXT;"
+                         "CREATE INDEX streams_key ON streams(key_hash);";
+
 const struct pm_db_migration chat_migrations[] = {
     {1, "chat accounts, rooms, messages, streams", v1_sqlite, v1_pg},
+    {2, "streams remember their key", v2, v2},
 };
 const size_t chat_nmigrations =
     sizeof chat_migrations / sizeof chat_migrations[0];

@@ -241,7 +241,7 @@ key_checked(void *arg, const struct pm_db_res *res)
     struct chat *chat = r->chat;
     int64_t ended, now = (int64_t)pm_wall_ms();
     char pid[2 * PLAYBACK_BYTES + 1], uid[24], ts[24];
-    const char *params[3] = {uid, pid, ts};
+    const char *params[4] = {uid, pid, ts, r->s1};
 
     if (res->status != PM_OK) {
         pm_log(PM_LOG_ERROR, "db_error", "stream start: %s", res->err);
@@ -274,9 +274,9 @@ key_checked(void *arg, const struct pm_db_res *res)
     id_text(r->acct.id, uid);
     id_text(now, ts);
     pm_db_query(chat->db,
-                "INSERT INTO streams (user_id, playback_id, started_at) "
-                "VALUES ($1, $2, $3)",
-                3, params, stream_started, r);
+                "INSERT INTO streams (user_id, playback_id, started_at, "
+                "key_hash) VALUES ($1, $2, $3, $4)",
+                4, params, stream_started, r);
 }
 
 static void
@@ -292,6 +292,7 @@ stream_start(struct chat_req *r, const uint8_t *body, size_t len)
     if (form_value(body, len, "addr", addr, sizeof addr))
         r->s3 = pm_xstrdup(addr);
     pm_sha256_hex(key, strlen(key), hash);
+    r->s1 = pm_xstrdup(hash);
     pm_db_query(r->chat->db,
                 "SELECT k.user_id, u.username, (SELECT max(s.ended_at) FROM "
                 "streams s WHERE s.user_id = k.user_id), (SELECT count(*) "
@@ -333,15 +334,15 @@ stream_stop(struct chat_req *r, const uint8_t *body, size_t len)
         respond_text(r, 200, NULL, "OK"); /* nginx ignores the answer */
         return;
     }
-    /* After the rename nginx names the playback id; accept the key too. */
+    /* nginx-rtmp names the stream by the key it was published with (a
+     * relay may name the playback id): match the stream's own key. */
     pm_sha256_hex(name, strlen(name), hash);
     id_text((int64_t)pm_wall_ms(), now);
     pm_db_query(r->chat->db,
                 "UPDATE streams SET ended_at = CAST($3 AS BIGINT) WHERE "
-                "ended_at IS NULL AND (playback_id = $1 OR user_id = (SELECT "
-                "user_id FROM stream_keys WHERE key_hash = $2)) RETURNING "
-                "playback_id, (SELECT username FROM users WHERE id = "
-                "streams.user_id)",
+                "ended_at IS NULL AND (playback_id = $1 OR key_hash = $2) "
+                "RETURNING playback_id, (SELECT username FROM users WHERE id "
+                "= streams.user_id)",
                 3, params, stream_stopped, r);
 }
 
@@ -363,7 +364,8 @@ stream_checked(void *arg, const struct pm_db_res *res)
     started = pm_db_int(res, 0, 0, 0);
     if ((int64_t)pm_wall_ms() - started >
         (int64_t)r->chat->conf->max_stream_duration) {
-        pm_log(PM_LOG_INFO, "stream_too_long", "playback %s: dropped", r->s1);
+        pm_log(PM_LOG_INFO, "stream_too_long", "playback %s: dropped",
+               pm_db_val(res, 0, 1));
         respond_text(r, 403, NULL, "Maximum stream duration reached");
         return;
     }
@@ -373,18 +375,18 @@ stream_checked(void *arg, const struct pm_db_res *res)
 static void
 stream_update(struct chat_req *r, const uint8_t *body, size_t len)
 {
-    char name[256];
-    const char *params[1] = {name};
+    char name[256], hash[PM_SHA256_HEX_SIZE];
+    const char *params[2] = {name, hash};
 
     if (!form_value(body, len, "name", name, sizeof name) || name[0] == '\0') {
         respond_text(r, 403, NULL, "Unknown stream");
         return;
     }
-    r->s1 = pm_xstrdup(name);
+    pm_sha256_hex(name, strlen(name), hash);
     pm_db_query(r->chat->db,
-                "SELECT started_at FROM streams WHERE playback_id = $1 AND "
-                "ended_at IS NULL",
-                1, params, stream_checked, r);
+                "SELECT started_at, playback_id FROM streams WHERE ended_at IS "
+                "NULL AND (playback_id = $1 OR key_hash = $2)",
+                2, params, stream_checked, r);
 }
 
 /* ---- routing ---------------------------------------------------------- */
