@@ -124,6 +124,13 @@ struct chat_session {
     bool authing;
 };
 
+/* The lowest token version still valid for a user, as known here. */
+struct chat_floor {
+    int64_t id;
+    int64_t ver;
+    UT_hash_handle hh;
+};
+
 struct chat_rate {
     char key[64];
     struct pm_bucket bucket;
@@ -146,9 +153,10 @@ struct chat {
     struct pm_db *db;
     char *secret;
     size_t secret_len;
-    struct chat_user *users; /* online here, by id */
-    struct chat_room *rooms; /* cache, by name */
-    struct chat_rate *rates; /* REST limits, by "kind:ip" / "kind:user" */
+    struct chat_user *users;   /* online here, by id */
+    struct chat_room *rooms;   /* cache, by name */
+    struct chat_rate *rates;   /* REST limits, by "kind:ip" / "kind:user" */
+    struct chat_floor *floors; /* token versions seen, by user id */
     struct pm_cidr_list *rtmp_allow;
     struct chat_cluster *cluster; /* NULL without redis.url */
     struct chat_backup *backup;   /* NULL without chat.s3_sync */
@@ -179,6 +187,7 @@ struct chat_req {
     char *s1, *s2, *s3;
     int64_t n1, n2, n3;
     bool flag;
+    bool logout; /* the revoking change issues no new token */
     char hash[PM_PASSWD_HASH_SIZE];
 };
 
@@ -229,6 +238,10 @@ char *chat_token_issue(struct chat *chat, int64_t id, const char *name,
  */
 int chat_token_check(struct chat *chat, const char *tok, size_t len,
                      int64_t *id, int64_t *ver, char *err, size_t errlen);
+/* Tokens of user id older than ver are revoked (known from the account
+ * row or a revocation); INT64_MAX revokes all (account deleted). */
+void chat_token_floor(struct chat *chat, int64_t id, int64_t ver);
+void chat_floors_free(struct chat *chat);
 /* The account columns, in the order chat_account_from_row reads them. */
 #define CHAT_ACCOUNT_COLS                                                      \
     "id, username, token_version, first_name, last_name, gender, about, "      \
@@ -282,7 +295,8 @@ void chat_room_broadcast(struct chat *chat, const struct chat_room *room,
 /* Send json to every authenticated session here. */
 void chat_broadcast_local(struct chat *chat, const struct cJSON *json);
 /* Close every session of user id (tokens revoked). */
-void chat_user_kick(struct chat *chat, int64_t id, const char *reason);
+void chat_user_kick(struct chat *chat, int64_t id, int64_t ver,
+                    const char *reason);
 void chat_users_free(struct chat *chat);
 
 /* ---- chat_cluster.c: Redis fan-out and presence ---------------------- */
@@ -299,7 +313,8 @@ void chat_fanout_room(struct chat *chat, const struct chat_room *room,
 void chat_fanout_all(struct chat *chat, const struct cJSON *json);
 void chat_fanout_member(struct chat *chat, const char *room, int64_t user,
                         bool add);
-void chat_fanout_kick(struct chat *chat, int64_t user, const char *reason);
+void chat_fanout_kick(struct chat *chat, int64_t user, int64_t ver,
+                      const char *reason);
 /* A user's first local session opened (up) or last one closed. */
 void chat_presence_local(struct chat *chat, int64_t id, const char *name,
                          bool up);

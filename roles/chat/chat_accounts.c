@@ -71,6 +71,18 @@ sanitize(const char *s, size_t max)
     return out;
 }
 
+/* Characters (code points) of a UTF-8 string. */
+static size_t
+utf8_chars(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0'; s++)
+        if ((*s & 0xc0) != 0x80)
+            n++;
+    return n;
+}
+
 static bool
 gender_valid(const char *g)
 {
@@ -159,6 +171,7 @@ chat_token_check(struct chat *chat, const char *tok, size_t len, int64_t *id,
 {
     cJSON *c;
     const cJSON *sub, *uid, *v;
+    struct chat_floor *f;
     char *end;
     int rv;
 
@@ -182,7 +195,38 @@ chat_token_check(struct chat *chat, const char *tok, size_t len, int64_t *id,
     cJSON_Delete(c);
     if (*id <= 0)
         return pm_errf(err, errlen, PM_EINVAL, "token names no user id");
+    HASH_FIND(hh, chat->floors, id, sizeof *id, f);
+    if (f != NULL && *ver < f->ver)
+        return pm_errf(err, errlen, PM_EINVAL, "token revoked");
     return PM_OK;
+}
+
+void
+chat_token_floor(struct chat *chat, int64_t id, int64_t ver)
+{
+    struct chat_floor *f;
+
+    HASH_FIND(hh, chat->floors, &id, sizeof id, f);
+    if (f == NULL) {
+        f = pm_xcalloc(1, sizeof *f);
+        f->id = id;
+        f->ver = ver;
+        HASH_ADD(hh, chat->floors, id, sizeof f->id, f);
+    } else if (ver > f->ver) {
+        f->ver = ver;
+    }
+}
+
+void
+chat_floors_free(struct chat *chat)
+{
+    struct chat_floor *f, *tmp;
+
+    HASH_ITER(hh, chat->floors, f, tmp)
+    {
+        HASH_DEL(chat->floors, f);
+        free(f);
+    }
 }
 
 static cJSON *
@@ -325,7 +369,7 @@ register_user(struct chat_req *r)
         chat_reply_error(r, 400, "Invalid username format");
         return;
     }
-    pwlen = strlen(pw);
+    pwlen = utf8_chars(pw);
     if (pwlen < PW_MIN || pwlen > PW_MAX) {
         chat_reply_error(r, 400, "Password must be 6-100 characters");
         return;
@@ -408,7 +452,7 @@ login(struct chat_req *r)
         chat_reply_error(r, 400, "Username and password are required");
         return;
     }
-    if (strlen(user) > CHAT_NAME_MAX || strlen(pw) > PW_MAX) {
+    if (strlen(user) > CHAT_NAME_MAX || utf8_chars(pw) > PW_MAX) {
         chat_reply_error(r, 401, "Invalid username or password");
         return;
     }
@@ -516,7 +560,8 @@ revoked(void *arg, const struct pm_db_res *res)
             chat_reply_db_error(r, res);
         return;
     }
-    chat_fanout_kick(r->chat, r->acct.id, "session revoked");
+    chat_fanout_kick(r->chat, r->acct.id, pm_db_int(res, 0, 0, 0),
+                     "session revoked");
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", true);
     if (r->s2 != NULL) {
@@ -525,7 +570,10 @@ revoked(void *arg, const struct pm_db_res *res)
     }
     if (r->s1 != NULL)
         cJSON_AddStringToObject(o, "message", r->s1);
-    reply_token(r, 200, o, pm_db_int(res, 0, 0, 0));
+    if (r->logout)
+        chat_reply(r, 200, o);
+    else
+        reply_token(r, 200, o, pm_db_int(res, 0, 0, 0));
 }
 
 static void
@@ -588,7 +636,7 @@ change_password(struct chat_req *r)
         chat_reply_error(r, 400, "Current and new password are required");
         return;
     }
-    if (strlen(nw) < PW_MIN || strlen(nw) > PW_MAX) {
+    if (utf8_chars(nw) < PW_MIN || utf8_chars(nw) > PW_MAX) {
         chat_reply_error(r, 400, "New password must be 6-100 characters");
         return;
     }
@@ -606,7 +654,7 @@ deleted(void *arg, const struct pm_db_res *res)
         chat_reply_db_error(r, res);
         return;
     }
-    chat_fanout_kick(r->chat, r->acct.id, "account deleted");
+    chat_fanout_kick(r->chat, r->acct.id, INT64_MAX, "account deleted");
     pm_log(PM_LOG_INFO, "user_deleted", "user %s (id %lld)", r->acct.name,
            (long long)r->acct.id);
     o = cJSON_CreateObject();
@@ -649,6 +697,7 @@ logout(struct chat_req *r)
     const char *params[1] = {id};
 
     snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    r->logout = true;
     pm_db_query(r->chat->db,
                 "UPDATE users SET token_version = token_version + 1 "
                 "WHERE id = $1 RETURNING token_version",

@@ -187,7 +187,8 @@ restored(const struct pm_httpc_res *res, void *arg)
 
     if (b->closing)
         return;
-    if (res->status == 404) {
+    if (res->status == 404 &&
+        memmem(res->body, res->body_len, "NoSuchKey", 9) != NULL) {
         pm_log(PM_LOG_INFO, "s3_restore_none",
                "no backup at %s: starting with a new database", b->url);
     } else if (res->status == 200) {

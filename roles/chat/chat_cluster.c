@@ -313,16 +313,18 @@ chat_fanout_member(struct chat *chat, const char *room, int64_t user, bool add)
 }
 
 void
-chat_fanout_kick(struct chat *chat, int64_t user, const char *reason)
+chat_fanout_kick(struct chat *chat, int64_t user, int64_t ver,
+                 const char *reason)
 {
     cJSON *ev;
 
-    chat_user_kick(chat, user, reason);
+    chat_user_kick(chat, user, ver, reason);
     if (chat->cluster == NULL)
         return;
     ev = cJSON_CreateObject();
     cJSON_AddStringToObject(ev, "k", "kick");
     cJSON_AddNumberToObject(ev, "user", (double)user);
+    cJSON_AddNumberToObject(ev, "ver", (double)ver);
     cJSON_AddStringToObject(ev, "reason", reason);
     publish(chat->cluster, ev);
 }
@@ -413,7 +415,7 @@ on_event(struct chat_cluster *cl, cJSON *ev)
                 chat_room_remove_member(r, num(ev, "user"));
         }
     } else if (strcmp(k, "kick") == 0) {
-        chat_user_kick(chat, num(ev, "user"),
+        chat_user_kick(chat, num(ev, "user"), num(ev, "ver"),
                        str(ev, "reason") ? str(ev, "reason") : "revoked");
     } else if (strcmp(k, "up") == 0 && str(ev, "name") != NULL) {
         remote_add(cl, in, num(ev, "user"), str(ev, "name"));

@@ -134,11 +134,13 @@ auth_loaded(void *arg, const struct pm_db_res *res)
         return;
     }
     if (res->nrows == 0) {
-        /* The token was good but its user is gone: FaltuBaat's 404. */
-        chat_reply_error(r, 404, "User not found");
+        /* The account was deleted: its tokens died with it. */
+        chat_token_floor(r->chat, r->acct.id, INT64_MAX);
+        chat_reply_bad_token(r);
         return;
     }
     chat_account_from_row(&r->acct, res, 0);
+    chat_token_floor(r->chat, r->acct.id, r->acct.ver);
     if (r->acct.ver != ver) {
         chat_reply_bad_token(r); /* revoked: an older token version */
         return;
@@ -176,6 +178,7 @@ chat_req_auth(struct chat_req *r, const struct pm_http_request *req,
         chat_reply_db_error(r, NULL);
         return;
     }
+    r->acct.id = id;
     r->acct.ver = ver;
     r->next = next;
     snprintf(idtext, sizeof idtext, "%lld", (long long)id);

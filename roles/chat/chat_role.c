@@ -272,6 +272,7 @@ chat_destroy(void *state)
     chat_users_free(chat);
     chat_rooms_free(chat);
     chat_rate_free(chat);
+    chat_floors_free(chat);
     pm_cidr_list_free(chat->rtmp_allow);
     if (chat->secret != NULL)
         explicit_bzero(chat->secret, chat->secret_len);

@@ -844,6 +844,10 @@ account_loaded(void *arg, const struct pm_db_res *res)
     char uid[24];
     const char *params[1] = {uid};
 
+    if (res->status == PM_OK)
+        chat_token_floor(s->chat, w->id,
+                         res->nrows == 0 ? INT64_MAX
+                                         : pm_db_int(res, 0, 2, INT64_MAX));
     if (s->closed || res->status != PM_OK || res->nrows == 0 ||
         pm_db_int(res, 0, 2, -1) != w->ver) {
         if (!s->closed)
@@ -1036,12 +1040,13 @@ chat_ws_close(struct chat *chat, struct pm_conn *c)
 }
 
 void
-chat_user_kick(struct chat *chat, int64_t id, const char *reason)
+chat_user_kick(struct chat *chat, int64_t id, int64_t ver, const char *reason)
 {
     struct chat_user *u;
     struct chat_session *s;
     int n;
 
+    chat_token_floor(chat, id, ver);
     HASH_FIND(hh, chat->users, &id, sizeof id, u);
     if (u == NULL)
         return;

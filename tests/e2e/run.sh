@@ -1,6 +1,8 @@
 #!/bin/sh
-# run.sh: run the browser DataChannel test (datachannel.mjs) in a network
-# namespace that has only loopback, so ICE never tries a real interface.
+# run.sh: run the browser tests in a network namespace that has only
+# loopback, so ICE never tries a real interface: the DataChannel test
+# (datachannel.mjs, signaling) and the chat web client (chat.mjs). Both
+# run; the first failure's exit code is kept.
 # Needs root (unshare --net). Do apt/npm installs before: there is no network
 # inside. Exit: 0 pass, 1 fail, 77 skip (no /usr/bin/chromium).
 #
@@ -22,4 +24,7 @@ fi
 
 export dir
 # shellcheck disable=SC2016 # $dir expands in the inner shell
-exec unshare --net sh -c 'set -e; ip link set lo up; exec node "$dir/datachannel.mjs"'
+exec unshare --net sh -c 'ip link set lo up || exit 1; rc=0
+node "$dir/datachannel.mjs" || rc=$?
+node "$dir/chat.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
+exit "$rc"'

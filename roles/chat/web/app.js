@@ -76,7 +76,7 @@ function fresh() {
     typingTimer: 0, typingSent: 0,
     ws: null, welcomed: false, everWelcomed: false, attempt: 0,
     reconnectTimer: 0, pingTimer: 0, lastFrame: 0, retryTimer: 0, toastTimer: 0,
-    keyShown: false,
+    keyShown: false, maxStreams: 0,
   };
 }
 /* wsGen and viewGen only grow: stale socket events and fetches check them */
@@ -340,6 +340,7 @@ async function onLogin(ev) {
 async function onLogout() {
   const btn = $('logout-button');
   btn.disabled = true;
+  disconnect(); /* the server closes it with 4401 anyway: not an expired session */
   try {
     await api('POST', '/api/logout', undefined, { keepSession: true });
   } catch { /* signed out locally either way */ }
@@ -479,7 +480,6 @@ function handleFrame(m) {
 }
 
 function onWelcome(m) {
-  const again = S.everWelcomed;
   S.welcomed = true;
   S.everWelcomed = true;
   S.attempt = 0;
@@ -496,7 +496,7 @@ function onWelcome(m) {
   if (v && v.room) {
     const r = S.rooms.get(v.room);
     if (!r || r.kind !== 'dm') wsSend({ type: 'join', room: v.room });
-    if (again) fillGap(v);
+    if (v.loaded) fillGap(v); /* messages sent while we had no socket */
   }
   flushOutbox();
   markRead();
@@ -532,6 +532,12 @@ function onError(m) {
       clearTimeout(S.retryTimer);
       S.retryTimer = setTimeout(flushOutbox, m.code === 'rate_limited' ? 5000 : 3000);
       return;
+    }
+    const e = S.outbox.get(m.client_id);
+    if (m.code === 'not_member' && e.room && !e.rejoined) {
+      e.rejoined = true; /* join, then send once more */
+      wsSend({ type: 'join', room: e.room });
+      return void sendEntry(e, li);
     }
     S.outbox.delete(m.client_id);
     saveOutbox();
@@ -669,7 +675,7 @@ function openDm(user) {
     if (r.kind === 'dm' && String(r.with).toLowerCase() === user) return openRoom(r.id);
   }
   /* no conversation yet: the first dm creates the room */
-  setView({ room: null, dm: user });
+  setView({ room: null, dm: user, loaded: true });
   $('message-list').dataset.loaded = '1';
   renderPending();
   $('message-input').focus();
@@ -707,6 +713,7 @@ async function loadHistory(v) {
     S.more = !!r.more;
     $('load-older').hidden = !S.more;
     $('message-list').dataset.loaded = '1';
+    v.loaded = true;
     renderPending();
     scrollToBottom();
     markRead();
@@ -855,7 +862,8 @@ function onMessage(m) {
   } else if (!fromMe) {
     S.unread.set(m.room, (S.unread.get(m.room) || 0) + 1);
     renderRooms();
-    toast(`${m.from} in ${roomLabel(m.room)}: ${m.body}`, m.room);
+    const r = S.rooms.get(m.room);
+    toast(`${m.from}${r && r.kind === 'dm' ? '' : ' in ' + roomLabel(m.room)}: ${m.body}`, m.room);
   }
 }
 
@@ -1049,23 +1057,15 @@ async function loadStreams() {
 async function loadBroadcastStatus() {
   try {
     const r = await api('GET', '/api/broadcast-status', undefined, { anonymous: true });
-    if (typeof r.activeStreams === 'number' && typeof r.maxStreams === 'number') {
-      $('broadcast-status').textContent = `${r.activeStreams}/${r.maxStreams}`;
-    }
+    if (typeof r.maxStreams === 'number') S.maxStreams = r.maxStreams;
+    renderStreams();
   } catch { /* optional */ }
-}
-
-let statusTimer = 0;
-function refreshStatusSoon() {
-  clearTimeout(statusTimer);
-  statusTimer = setTimeout(loadBroadcastStatus, 1500);
 }
 
 function onStreamStarted(m) {
   if (typeof m.user !== 'string') return;
   S.streams.set(m.user, { user: m.user, playbackId: m.playback_id, playbackUrl: m.playback_url, startedAt: Date.now() });
   renderStreams();
-  refreshStatusSoon();
   if (m.user.toLowerCase() !== S.me) toast(`${m.user} is live now`, null);
 }
 
@@ -1074,11 +1074,11 @@ function onStreamStopped(m) {
   const s = S.streams.get(m.user);
   if (s && (!m.playback_id || !s.playbackId || s.playbackId === m.playback_id)) S.streams.delete(m.user);
   renderStreams();
-  refreshStatusSoon();
 }
 
 function renderStreams() {
   const list = $('streams');
+  $('broadcast-status').textContent = S.maxStreams ? `${S.streams.size}/${S.maxStreams}` : '';
   if (!S.streams.size) {
     list.replaceChildren(el('li', { class: 'empty', text: 'Nobody is live' }));
     return;
@@ -1106,6 +1106,7 @@ async function onGoLive() {
     $('stream-rtmp-url').textContent = r.rtmpUrl || '';
     $('stream-key').textContent = r.streamKey || '';
     $('stream-playback').textContent = r.playbackId || '';
+    $('stream-playback').parentElement.hidden = !r.playbackId;
     $('stream-key-panel').hidden = false;
     S.keyShown = true;
     btn.textContent = 'New stream key';
