@@ -305,16 +305,11 @@ pm_jwt_sign(const struct cJSON *claims, const void *key, size_t keylen)
 void
 pm_sha256_hex(const void *data, size_t len, char out[PM_SHA256_HEX_SIZE])
 {
-    static const char hex[] = "0123456789abcdef";
     uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0, i;
+    unsigned int mdlen = 0;
 
     PM_ASSERT(EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) == 1);
-    for (i = 0; i < mdlen; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[2 * mdlen] = '\0';
+    pm_hex_encode(md, mdlen, out);
 }
 
 void

@@ -130,6 +130,20 @@ pm_random_bytes(void *buf, size_t n)
     }
 }
 
+void
+pm_hex_encode(const void *data, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *p = data;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hex[p[i] >> 4];
+        out[2 * i + 1] = hex[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
 size_t
 pm_strlcpy(char *dst, const char *src, size_t size)
 {

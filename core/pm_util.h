@@ -58,6 +58,9 @@ uint64_t pm_wall_us(void); /* wall clock, microseconds */
 /* Cryptographically random bytes; aborts if the RNG fails. */
 void pm_random_bytes(void *buf, size_t n);
 
+/* Lower-case hex of data[0..n) into out (2n+1 bytes, NUL-ended). */
+void pm_hex_encode(const void *data, size_t n, char *out);
+
 /* Copy at most size-1 bytes and NUL-terminate; returns strlen(src). */
 size_t pm_strlcpy(char *dst, const char *src, size_t size);
 /* snprintf into an error buffer (NULL-safe); returns the code given. */

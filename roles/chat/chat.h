@@ -200,6 +200,11 @@ void chat_reply_error(struct chat_req *r, int status, const char *msg);
 void chat_reply_bad_token(struct chat_req *r);
 /* Reply 503: the database is unreachable; frees r. */
 void chat_reply_db_error(struct chat_req *r, const struct pm_db_res *res);
+/* True when res succeeded; else the 503 is sent (r freed): return. */
+bool chat_db_ok(struct chat_req *r, const struct pm_db_res *res);
+/* An id as the decimal text pm_db parameters take. */
+#define CHAT_ID_SIZE 24
+void chat_id_text(int64_t id, char out[CHAT_ID_SIZE]);
 /*
  * Parse the body as a JSON object into r->body; PM_OK, or a 400/413
  * reply already sent (and r freed) with PM_EINVAL.

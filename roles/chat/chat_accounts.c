@@ -148,11 +148,11 @@ char *
 chat_token_issue(struct chat *chat, int64_t id, const char *name, int64_t ver)
 {
     cJSON *c = cJSON_CreateObject();
-    char sub[24];
+    char sub[CHAT_ID_SIZE];
     int64_t now = (int64_t)(pm_wall_ms() / 1000);
     char *tok;
 
-    snprintf(sub, sizeof sub, "%lld", (long long)id);
+    chat_id_text(id, sub);
     cJSON_AddStringToObject(c, "sub", sub);
     cJSON_AddNumberToObject(c, "userId", (double)id);
     cJSON_AddStringToObject(c, "username", name);
@@ -270,10 +270,9 @@ check_done(void *arg, const struct pm_db_res *res)
     struct chat_req *r = arg;
     cJSON *o;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "available", res->nrows == 0);
     chat_reply(r, 200, o);
@@ -394,10 +393,9 @@ login_stamped(void *arg, const struct pm_db_res *res)
     struct chat_req *r = arg;
     cJSON *o;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     (*r->chat->stats.logins)++;
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", true);
@@ -417,7 +415,7 @@ login_verified(struct chat_req *r)
         return;
     }
     now_text(now);
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     pm_db_query(r->chat->db, "UPDATE users SET last_login = $1 WHERE id = $2",
                 2, params, login_stamped, r);
 }
@@ -427,10 +425,9 @@ login_loaded(void *arg, const struct pm_db_res *res)
 {
     struct chat_req *r = arg;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     if (res->nrows == 1) {
         chat_account_from_row(&r->acct, res, 0);
     } else {
@@ -488,10 +485,9 @@ profile_done(void *arg, const struct pm_db_res *res)
     struct chat_req *r = arg;
     cJSON *o;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", true);
     cJSON_AddStringToObject(o, "message", "Profile updated");
@@ -526,7 +522,7 @@ put_profile(struct chat_req *r)
         chat_reply_error(r, 400, "No valid fields to update");
         return;
     }
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     params[0] = id;
     for (i = 0; i < 4; i++)
         params[i + 1] = vals[i];
@@ -589,7 +585,7 @@ change_username(struct chat_req *r)
     }
     lower_copy(nu, name, sizeof name);
     r->s2 = pm_xstrdup(name);
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     pm_db_query(r->chat->db,
                 "UPDATE users SET username = $2, token_version = "
                 "token_version + 1 WHERE id = $1 RETURNING token_version",
@@ -599,14 +595,14 @@ change_username(struct chat_req *r)
 static void
 password_hashed(struct chat_req *r)
 {
-    char id[24];
+    char id[CHAT_ID_SIZE];
     const char *params[2] = {id, r->hash};
 
     if (r->hash[0] == '\0') {
         chat_reply_error(r, 500, "Could not hash the password");
         return;
     }
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     r->s1 = pm_xstrdup("Password changed successfully");
     pm_db_query(r->chat->db,
                 "UPDATE users SET password = $2, token_version = "
@@ -650,10 +646,9 @@ deleted(void *arg, const struct pm_db_res *res)
     struct chat_req *r = arg;
     cJSON *o;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     chat_fanout_kick(r->chat, r->acct.id, INT64_MAX, "account deleted");
     pm_log(PM_LOG_INFO, "user_deleted", "user %s (id %lld)", r->acct.name,
            (long long)r->acct.id);
@@ -666,14 +661,14 @@ deleted(void *arg, const struct pm_db_res *res)
 static void
 delete_verified(struct chat_req *r)
 {
-    char id[24];
+    char id[CHAT_ID_SIZE];
     const char *params[1] = {id};
 
     if (!r->flag) {
         chat_reply_error(r, 401, "Incorrect password");
         return;
     }
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     pm_db_query(r->chat->db, "DELETE FROM users WHERE id = $1", 1, params,
                 deleted, r);
 }
@@ -693,10 +688,10 @@ delete_account(struct chat_req *r)
 static void
 logout(struct chat_req *r)
 {
-    char id[24];
+    char id[CHAT_ID_SIZE];
     const char *params[1] = {id};
 
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     r->logout = true;
     pm_db_query(r->chat->db,
                 "UPDATE users SET token_version = token_version + 1 "

@@ -95,6 +95,21 @@ chat_reply_db_error(struct chat_req *r, const struct pm_db_res *res)
     chat_reply_error(r, 503, "Database unavailable, try again");
 }
 
+bool
+chat_db_ok(struct chat_req *r, const struct pm_db_res *res)
+{
+    if (res->status == PM_OK)
+        return true;
+    chat_reply_db_error(r, res);
+    return false;
+}
+
+void
+chat_id_text(int64_t id, char out[CHAT_ID_SIZE])
+{
+    snprintf(out, CHAT_ID_SIZE, "%lld", (long long)id);
+}
+
 int
 chat_req_body(struct chat_req *r, const uint8_t *body, size_t len)
 {
@@ -127,12 +142,11 @@ auth_loaded(void *arg, const struct pm_db_res *res)
 {
     struct chat_req *r = arg;
     int64_t ver = r->acct.ver;
-    char who[24];
+    char who[CHAT_ID_SIZE];
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     if (res->nrows == 0) {
         /* The account was deleted: its tokens died with it. */
         chat_token_floor(r->chat, r->acct.id, INT64_MAX);
@@ -145,7 +159,7 @@ auth_loaded(void *arg, const struct pm_db_res *res)
         chat_reply_bad_token(r); /* revoked: an older token version */
         return;
     }
-    snprintf(who, sizeof who, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, who);
     if (!chat_rate_take(r->chat, "user", who, r->chat->conf->rate_max)) {
         chat_reply_error(r, 429, "Too many requests, please try again later");
         return;
@@ -181,7 +195,7 @@ chat_req_auth(struct chat_req *r, const struct pm_http_request *req,
     r->acct.id = id;
     r->acct.ver = ver;
     r->next = next;
-    snprintf(idtext, sizeof idtext, "%lld", (long long)id);
+    chat_id_text(id, idtext);
     pm_db_query(r->chat->db,
                 "SELECT " CHAT_ACCOUNT_COLS
                 " FROM users WHERE id = $1 AND is_active = 1",
@@ -220,22 +234,26 @@ pw_done(void *arg)
     r->next(r);
 }
 
-void
-chat_req_hash(struct chat_req *r, const char *pw, chat_req_fn next)
+/* Run work on a copy of pw (in r->s3, wiped after) on the pool. */
+static void
+pw_submit(struct chat_req *r, const char *pw, chat_req_fn next, pm_work_fn work)
 {
     free(r->s3);
     r->s3 = pm_xstrdup(pw);
     r->next = next;
-    pm_loop_submit(pm_server_loop(r->chat->srv), hash_work, pw_done, r);
+    pm_loop_submit(pm_server_loop(r->chat->srv), work, pw_done, r);
+}
+
+void
+chat_req_hash(struct chat_req *r, const char *pw, chat_req_fn next)
+{
+    pw_submit(r, pw, next, hash_work);
 }
 
 void
 chat_req_verify(struct chat_req *r, const char *pw, chat_req_fn next)
 {
-    free(r->s3);
-    r->s3 = pm_xstrdup(pw);
-    r->next = next;
-    pm_loop_submit(pm_server_loop(r->chat->srv), verify_work, pw_done, r);
+    pw_submit(r, pw, next, verify_work);
 }
 
 /* ---- REST rate limits ------------------------------------------------ */

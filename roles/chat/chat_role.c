@@ -137,19 +137,13 @@ secret_init(struct chat *chat, const struct pm_core_conf *core, char *err,
 
     if (s == NULL || s[0] == '\0') {
         uint8_t raw[32];
-        static const char hex[] = "0123456789abcdef";
-        size_t i;
 
         if (prod)
             return pm_errf(err, errlen, PM_EINVAL,
                            "env=production needs jwt.secret (JWT_SECRET)");
         pm_random_bytes(raw, sizeof raw);
         chat->secret = pm_xmalloc(2 * sizeof raw + 1);
-        for (i = 0; i < sizeof raw; i++) {
-            chat->secret[2 * i] = hex[raw[i] >> 4];
-            chat->secret[2 * i + 1] = hex[raw[i] & 15];
-        }
-        chat->secret[2 * sizeof raw] = '\0';
+        pm_hex_encode(raw, sizeof raw, chat->secret);
         pm_log(PM_LOG_WARN, "jwt_secret_random",
                "no jwt.secret: a random one is used, so tokens do not "
                "survive a restart or work across instances");

@@ -278,7 +278,7 @@ chat_history(struct chat *chat, const struct chat_room *room, int64_t before,
              int64_t after, int64_t limit, chat_history_fn cb, void *arg)
 {
     struct history *h = pm_xcalloc(1, sizeof *h);
-    char rid[24], lim[24], cur[24];
+    char rid[CHAT_ID_SIZE], lim[24], cur[24];
     const char *params[3] = {rid, lim, cur};
     const char *sql;
 
@@ -291,8 +291,8 @@ chat_history(struct chat *chat, const struct chat_room *room, int64_t before,
     h->room = pm_xstrdup(room->name);
     h->limit = limit;
     h->newer = after > 0 && before <= 0;
-    snprintf(rid, sizeof rid, "%lld", (long long)room->id);
-    snprintf(lim, sizeof lim, "%lld", (long long)(limit + 1));
+    chat_id_text(room->id, rid);
+    chat_id_text(limit + 1, lim);
     snprintf(cur, sizeof cur, "%lld",
              (long long)(h->newer     ? after
                          : before > 0 ? before
@@ -323,10 +323,9 @@ rooms_listed(void *arg, const struct pm_db_res *res)
     cJSON *o, *arr;
     int i;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     o = cJSON_CreateObject();
     arr = cJSON_AddArrayToObject(o, "rooms");
     for (i = 0; i < res->nrows; i++) {
@@ -358,10 +357,10 @@ rooms_listed(void *arg, const struct pm_db_res *res)
 static void
 list_rooms(struct chat_req *r)
 {
-    char id[24];
+    char id[CHAT_ID_SIZE];
     const char *params[1] = {id};
 
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     pm_db_query(
         r->chat->db,
         "SELECT r.name, r.title, r.kind, "
@@ -389,10 +388,8 @@ room_created(void *arg, const struct pm_db_res *res)
         chat_reply_error(r, 409, "Room already exists");
         return;
     }
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
         return;
-    }
     pm_log(PM_LOG_INFO, "room_created", "room %s by %s", r->s1, r->acct.name);
     o = cJSON_CreateObject();
     room = cJSON_AddObjectToObject(o, "room");
@@ -409,7 +406,7 @@ create_room(struct chat_req *r)
 {
     const char *name = chat_body_str(r, "name");
     const char *title = chat_body_str(r, "title");
-    char id[24], now[24];
+    char id[CHAT_ID_SIZE], now[24];
     const char *p1[4], *p2[3];
     struct pm_db_stmt stmts[2];
     size_t i, n = 0;
@@ -429,7 +426,7 @@ create_room(struct chat_req *r)
         if (r->s2[i] == '<' || r->s2[i] == '>')
             r->s2[i] = ' ';
     }
-    snprintf(id, sizeof id, "%lld", (long long)r->acct.id);
+    chat_id_text(r->acct.id, id);
     snprintf(now, sizeof now, "%llu", (unsigned long long)pm_wall_ms());
     p1[0] = r->s1;
     p1[1] = r->s2;
@@ -492,7 +489,7 @@ messages_room(void *arg, struct chat_room *room, int status)
 static int64_t
 query_int(const struct pm_http_request *req, const char *name)
 {
-    char buf[24], *end;
+    char buf[CHAT_ID_SIZE], *end;
     long long n;
 
     if (pm_http_query_param(req, name, buf, sizeof buf) != PM_OK)

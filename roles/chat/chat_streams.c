@@ -32,23 +32,11 @@
 static void
 random_hex(size_t nbytes, char *out)
 {
-    static const char hex[] = "0123456789abcdef";
     uint8_t buf[32];
-    size_t i;
 
     PM_ASSERT(nbytes <= sizeof buf);
     pm_random_bytes(buf, nbytes);
-    for (i = 0; i < nbytes; i++) {
-        out[2 * i] = hex[buf[i] >> 4];
-        out[2 * i + 1] = hex[buf[i] & 15];
-    }
-    out[2 * nbytes] = '\0';
-}
-
-static void
-id_text(int64_t id, char out[24])
-{
-    snprintf(out, 24, "%lld", (long long)id);
+    pm_hex_encode(buf, nbytes, out);
 }
 
 static char *
@@ -104,10 +92,9 @@ key_stored(void *arg, const struct pm_db_res *res)
     struct chat_req *r = arg;
     cJSON *o;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     pm_log(PM_LOG_INFO, "stream_key_issued", "user %s", r->acct.name);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "streamKey", r->s1);
@@ -122,15 +109,15 @@ get_stream_key(struct chat_req *r)
     const char *params[3] = {uid, hash, now};
     char who[24];
 
-    id_text(r->acct.id, who);
+    chat_id_text(r->acct.id, who);
     if (!chat_rate_take(r->chat, "streamkey", who, 10)) {
         chat_reply_error(r, 429, "Too many stream key requests, try later");
         return;
     }
     random_hex(KEY_BYTES, key);
     pm_sha256_hex(key, strlen(key), hash);
-    id_text(r->acct.id, uid);
-    id_text((int64_t)pm_wall_ms(), now);
+    chat_id_text(r->acct.id, uid);
+    chat_id_text((int64_t)pm_wall_ms(), now);
     r->s1 = pm_xstrdup(key);
     pm_db_query(r->chat->db,
                 "INSERT INTO stream_keys (user_id, key_hash, created_at) "
@@ -149,10 +136,9 @@ streams_listed(void *arg, const struct pm_db_res *res)
     cJSON *o, *arr;
     int i;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     o = cJSON_CreateObject();
     arr = cJSON_AddArrayToObject(o, "streams");
     for (i = 0; i < res->nrows; i++) {
@@ -188,10 +174,9 @@ status_counted(void *arg, const struct pm_db_res *res)
     int64_t live = pm_db_int(res, 0, 0, 0), max = r->chat->conf->max_streams;
     cJSON *o;
 
-    if (res->status != PM_OK) {
-        chat_reply_db_error(r, res);
+    if (!chat_db_ok(r, res))
+
         return;
-    }
     o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "activeStreams", (double)live);
     cJSON_AddNumberToObject(o, "maxStreams", (double)max);
@@ -271,8 +256,8 @@ key_checked(void *arg, const struct pm_db_res *res)
     }
     random_hex(PLAYBACK_BYTES, pid);
     r->s2 = pm_xstrdup(pid);
-    id_text(r->acct.id, uid);
-    id_text(now, ts);
+    chat_id_text(r->acct.id, uid);
+    chat_id_text(now, ts);
     pm_db_query(chat->db,
                 "INSERT INTO streams (user_id, playback_id, started_at, "
                 "key_hash) VALUES ($1, $2, $3, $4)",
@@ -337,7 +322,7 @@ stream_stop(struct chat_req *r, const uint8_t *body, size_t len)
     /* nginx-rtmp names the stream by the key it was published with (a
      * relay may name the playback id): match the stream's own key. */
     pm_sha256_hex(name, strlen(name), hash);
-    id_text((int64_t)pm_wall_ms(), now);
+    chat_id_text((int64_t)pm_wall_ms(), now);
     pm_db_query(r->chat->db,
                 "UPDATE streams SET ended_at = CAST($3 AS BIGINT) WHERE "
                 "ended_at IS NULL AND (playback_id = $1 OR key_hash = $2) "

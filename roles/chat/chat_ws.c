@@ -184,12 +184,6 @@ req_int(const cJSON *req, const char *name)
     return (int64_t)v->valuedouble;
 }
 
-static void
-id_text(int64_t id, char out[24])
-{
-    snprintf(out, 24, "%lld", (long long)id);
-}
-
 /*
  * Resolve op's "room" field to a loaded room and call then(op, room), or
  * answer the error. need_member: the user must be in the room.
@@ -297,9 +291,9 @@ join_room(struct op *op, struct chat_room *room)
         op_error(op, "room_full", "the room has reached its member limit");
         return;
     }
-    id_text(room->id, rid);
-    id_text(op->s->user->id, uid);
-    id_text((int64_t)pm_wall_ms(), now);
+    chat_id_text(room->id, rid);
+    chat_id_text(op->s->user->id, uid);
+    chat_id_text((int64_t)pm_wall_ms(), now);
     stmts[0] = (struct pm_db_stmt){
         "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, "
         "$2, $3) ON CONFLICT DO NOTHING",
@@ -337,8 +331,8 @@ leave_room(struct op *op, struct chat_room *room)
     char rid[24], uid[24];
     const char *params[2] = {rid, uid};
 
-    id_text(room->id, rid);
-    id_text(op->s->user->id, uid);
+    chat_id_text(room->id, rid);
+    chat_id_text(op->s->user->id, uid);
     pm_db_query(op->s->chat->db,
                 "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
                 2, params, left, op);
@@ -393,7 +387,7 @@ stored(void *arg, const struct pm_db_res *res)
         char uid[24];
         const char *params[2] = {uid, op->client_id};
 
-        id_text(op->s->user->id, uid);
+        chat_id_text(op->s->user->id, uid);
         pm_db_query(chat->db,
                     "SELECT id, created_at FROM messages WHERE sender_id = $1 "
                     "AND client_id = $2",
@@ -418,9 +412,9 @@ store_message(struct op *op, struct chat_room *room)
     const char *params[5] = {rid, uid, op->body, ts, op->client_id};
 
     op->n = (int64_t)pm_wall_ms();
-    id_text(room->id, rid);
-    id_text(op->s->user->id, uid);
-    id_text(op->n, ts);
+    chat_id_text(room->id, rid);
+    chat_id_text(op->s->user->id, uid);
+    chat_id_text(op->n, ts);
     pm_db_query(op->s->chat->db,
                 "INSERT INTO messages (room_id, sender_id, body, created_at, "
                 "client_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "
@@ -511,9 +505,9 @@ dm_target(void *arg, const struct pm_db_res *res)
     }
     op->n = pm_db_int(res, 0, 0, 0);
     chat_dm_name(op->s->user->id, op->n, op->room_name, sizeof op->room_name);
-    id_text(op->s->user->id, a);
-    id_text(op->n, b);
-    id_text((int64_t)pm_wall_ms(), now);
+    chat_id_text(op->s->user->id, a);
+    chat_id_text(op->n, b);
+    chat_id_text((int64_t)pm_wall_ms(), now);
     stmts[0] = (struct pm_db_stmt){
         "INSERT INTO rooms (name, title, kind, created_at) VALUES ($1, '', "
         "'dm', $2) ON CONFLICT DO NOTHING",
@@ -610,9 +604,9 @@ mark_read(struct op *op, struct chat_room *room)
         op_error(op, "bad_request", "message_id must be a positive integer");
         return;
     }
-    id_text(room->id, rid);
-    id_text(op->s->user->id, uid);
-    id_text(op->n, mid);
+    chat_id_text(room->id, rid);
+    chat_id_text(op->s->user->id, uid);
+    chat_id_text(op->n, mid);
     pm_db_query(op->s->chat->db,
                 "INSERT INTO reads (room_id, user_id, message_id) SELECT $1, "
                 "$2, $3 WHERE EXISTS (SELECT 1 FROM messages WHERE id = "
@@ -860,7 +854,7 @@ account_loaded(void *arg, const struct pm_db_res *res)
         return;
     }
     user_attach(s->chat, s, w->id, pm_db_val(res, 0, 1));
-    id_text(w->id, uid);
+    chat_id_text(w->id, uid);
     pm_db_query(s->chat->db,
                 "SELECT r.name, r.title, r.kind, (SELECT u.username FROM "
                 "memberships m2 JOIN users u ON u.id = m2.user_id WHERE "
@@ -892,7 +886,7 @@ authenticate(struct chat_session *s, const char *tok, size_t len)
     w->id = id;
     w->ver = ver;
     s->refs++;
-    id_text(id, uid);
+    chat_id_text(id, uid);
     pm_db_query(s->chat->db,
                 "SELECT id, username, token_version FROM users WHERE id = $1 "
                 "AND is_active = 1",
