@@ -49,6 +49,7 @@ struct chat_conf {
     char *sqlite_sync;
     int64_t max_message;
     int64_t max_room_members;
+    int64_t max_backlog;
     int64_t history_limit;
     uint64_t typing_interval;
     uint64_t rate_window;

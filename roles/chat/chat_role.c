@@ -41,6 +41,8 @@ static const struct pm_conf_key chat_conf_keys[] = {
      NULL, "characters in a message body"},
     {"chat.max_room_members", PM_CONF_INT, OFF(max_room_members), "5000", 2,
      10000000, NULL, "members of one room"},
+    {"chat.max_backlog", PM_CONF_INT, OFF(max_backlog), "20000", 1, 10000000,
+     NULL, "database operations queued at most; messages over it: overloaded"},
     {"chat.history_limit", PM_CONF_INT, OFF(history_limit), "50", 1,
      CHAT_HISTORY_MAX, NULL, "default history page size"},
     {"chat.typing_interval", PM_CONF_DURATION, OFF(typing_interval), "2s", 0,

@@ -669,6 +669,11 @@ handle(struct chat_session *s, cJSON *msg)
 
     if (type == NULL) {
         op_error(op, "bad_request", "every message needs a string type");
+    } else if ((strcmp(type, "message") == 0 || strcmp(type, "dm") == 0) &&
+               pm_db_pending(s->chat->db) >=
+                   (size_t)s->chat->conf->max_backlog) {
+        /* Backpressure: the writer is this far behind; nothing stored. */
+        op_error(op, "overloaded", "the server is busy; send again later");
     } else if (strcmp(type, "message") == 0) {
         if (message_fields(op))
             with_room(op, room, true, message_room);

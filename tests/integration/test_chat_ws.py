@@ -886,3 +886,37 @@ def test_acknowledged_messages_survive_a_restart(chat, how):
             await a.close()
 
     run(after())
+
+
+def test_backlog_refuses_messages_instead_of_queueing_without_bound(chat_factory):
+    # chat.max_backlog=1: while one database operation waits, further
+    # messages are refused with "overloaded" and nothing of them is stored.
+    chat = chat_factory("--chat.max_backlog=1")
+    token, _ = register(chat, "burst")
+
+    async def go():
+        c = await Client.connect(chat, token, "burst")
+        try:
+            await c.send({"type": "join", "room": "general"})
+            await c.expect(type="joined")
+            n = 60
+            for i in range(n):
+                await c.send({"type": "message", "room": "general", "body": "b%d" % i,
+                              "client_id": "k%d" % i})
+            acks, refused = set(), set()
+            while len(acks) + len(refused) < n:
+                m = await c.expect(lambda m: m["type"] in ("ack", "error"), timeout=10)
+                if m["type"] == "ack":
+                    acks.add(m["client_id"])
+                else:
+                    assert m["code"] == "overloaded", m
+                    refused.add(m["client_id"])
+            assert acks and refused, (acks, refused)
+            assert not acks & refused
+            stored = {r[0] for r in chat.db.query(
+                "SELECT client_id FROM messages WHERE client_id IS NOT NULL")}
+            assert stored == acks
+        finally:
+            await c.close()
+
+    run(go())
