@@ -88,17 +88,11 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
+#include "lg_common.h"
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define MAX_FRAME (16u << 20)    /* refuse server frames above 16 MiB */
-#define MAX_OUTQ (8u << 20)      /* per-connection send queue cap */
-#define MAX_HTTP_HEAD 16384      /* 101 response head limit */
-#define SCRATCH_MIN (256u << 10) /* shared read buffer */
-#define MAX_ERR_PRINT 8          /* server error messages echoed */
-#define RING 4096                /* send times kept per sender (ack latency) */
+#define MAX_OUTQ (8u << 20) /* per-connection send queue cap */
+#define MAX_ERR_PRINT 8     /* server error messages echoed */
+#define RING 4096           /* send times kept per sender (ack latency) */
 
 /* ------------------------------------------------------------------ */
 /* options and global state                                            */
@@ -123,8 +117,8 @@ struct opts {
     int room_size;
     int senders; /* per room */
     char prefix[32];
-    double rate;  /* total msgs/s, 0 = closed loop */
-    int window;   /* closed loop: unacked messages per sender */
+    double rate; /* total msgs/s, 0 = closed loop */
+    int window;  /* closed loop: unacked messages per sender */
     double duration, warmup, drain, start_delay;
     int size; /* body characters */
     int pid;
@@ -134,11 +128,6 @@ struct opts {
     int concurrency;
     double setup_timeout;
     bool json, verbose, allow_remote;
-};
-
-struct hist {
-    uint64_t n, sum, max;
-    uint64_t b[3776];
 };
 
 struct conn {
@@ -175,8 +164,7 @@ static struct sockaddr_in dst_addr;
 static int n_src;
 
 static enum phase phase = PH_SETUP;
-static uint64_t t_base, t_run0, t_meas0, t_meas1, t_setup_done,
-    t_setup_start;
+static uint64_t t_base, t_run0, t_meas0, t_meas1, t_setup_done, t_setup_start;
 static int next_connect, in_setup, n_ready, n_failed;
 
 /* traffic */
@@ -199,77 +187,15 @@ static double setup_cpu0 = -1, setup_cpu1 = -1; /* server CPU during setup */
 static long srv_rss1 = -1;
 static uint64_t t_acct0, t_acct1;
 
-static struct hist h_lat, h_ack, h_lag;
+static struct lg_hist h_lat, h_ack, h_lag;
 
-static uint8_t *scratch;
-static size_t scratch_cap;
-static uint8_t *sbuf;
-static size_t sbuf_cap;
 static char *pad_str;
 static size_t last_frame_len;
-static uint64_t rng_state;
 static int exit_code;
 static struct conn *corked;
 
 /* ------------------------------------------------------------------ */
-/* small helpers (as in pm-loadgen.c)                                   */
-
-static uint64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-logmsg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("chat-loadgen: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void *
-xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        logmsg("out of memory (%zu bytes)", n);
-        exit(1);
-    }
-    return q;
-}
-
-static uint32_t
-rng32(void)
-{
-    uint64_t x = rng_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
-}
-
-static size_t
-fmt_u64(char *p, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
+/* small helpers (the shared ones are in lg_common.c)                    */
 
 /* Digits at *pp (advanced past them); false when there are none. */
 static bool
@@ -288,149 +214,6 @@ parse_u64(const uint8_t **pp, const uint8_t *e, uint64_t *out)
     *pp = p;
     *out = v;
     return true;
-}
-
-static double
-cpu_self(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-static double
-proc_cpu(int pid)
-{
-    char path[64], buf[2048];
-    if (pid <= 0)
-        return -1;
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    p++;
-    unsigned long long ut = 0, st = 0;
-    int field = 2;
-    char *save = NULL;
-    for (char *tok = strtok_r(p, " ", &save); tok && field < 15;
-         tok = strtok_r(NULL, " ", &save)) {
-        field++;
-        if (field == 14)
-            ut = strtoull(tok, NULL, 10);
-        else if (field == 15)
-            st = strtoull(tok, NULL, 10);
-    }
-    if (field < 15)
-        return -1;
-    long hz = sysconf(_SC_CLK_TCK);
-    return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
-}
-
-static long
-proc_rss_kb(int pid)
-{
-    char path[64], line[256];
-    long kb = -1;
-    if (pid <= 0)
-        return -1;
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kb = strtol(line + 6, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-static double
-machine_busy(void)
-{
-    char line[512];
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return -1;
-    double busy = -1;
-    if (fgets(line, sizeof line, f) && strncmp(line, "cpu ", 4) == 0) {
-        unsigned long long v[10] = {0};
-        int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu",
-                       &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
-        if (n >= 5) {
-            unsigned long long b = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-            long hz = sysconf(_SC_CLK_TCK);
-            busy = (double)b / (double)(hz > 0 ? hz : 100);
-        }
-    }
-    fclose(f);
-    return busy;
-}
-
-/* log-linear histogram (as in pm-loadgen.c) */
-#define H_SUB_BITS 6
-#define H_SUB (1u << H_SUB_BITS)
-
-static unsigned
-h_index(uint64_t v)
-{
-    if (v < 2 * H_SUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned shift = msb - H_SUB_BITS;
-    uint64_t m = v >> shift;
-    return 2 * H_SUB + (shift - 1) * H_SUB + (unsigned)(m - H_SUB);
-}
-
-static uint64_t
-h_upper(unsigned idx)
-{
-    if (idx < 2 * H_SUB)
-        return idx;
-    unsigned shift = (idx - 2 * H_SUB) / H_SUB + 1;
-    uint64_t m = (idx - 2 * H_SUB) % H_SUB + H_SUB;
-    return ((m + 1) << shift) - 1;
-}
-
-static void
-h_add(struct hist *h, uint64_t v)
-{
-    h->b[h_index(v)]++;
-    h->n++;
-    h->sum += v;
-    if (v > h->max)
-        h->max = v;
-}
-
-static uint64_t
-h_pct(const struct hist *h, double p)
-{
-    if (h->n == 0)
-        return 0;
-    double wf = p / 100.0 * (double)h->n;
-    uint64_t want = (uint64_t)wf;
-    if ((double)want < wf)
-        want++;
-    if (want < 1)
-        want = 1;
-    uint64_t cum = 0;
-    for (unsigned i = 0; i < sizeof h->b / sizeof h->b[0]; i++) {
-        cum += h->b[i];
-        if (cum >= want) {
-            uint64_t u = h_upper(i);
-            return u < h->max ? u : h->max;
-        }
-    }
-    return h->max;
 }
 
 /* ------------------------------------------------------------------ */
@@ -471,7 +254,7 @@ make_token(int i, char *out, size_t outlen)
     if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, O.secret,
                    strlen(O.secret), (const unsigned char *)signing, n, mac,
                    sizeof mac, &maclen)) {
-        logmsg("HMAC failed");
+        lg_log("HMAC failed");
         exit(1);
     }
     char sig[128];
@@ -480,7 +263,7 @@ make_token(int i, char *out, size_t outlen)
 }
 
 /* ------------------------------------------------------------------ */
-/* connection I/O (as in pm-loadgen.c)                                  */
+/* connection I/O (as in pm-loadgen.c; WebSocket helpers in lg_common) */
 
 static void conn_close(struct conn *c, bool failed);
 static void setup_progress(void);
@@ -519,7 +302,7 @@ conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
             size_t cap = c->out_cap ? c->out_cap : 4096;
             while (cap < c->out_len + n)
                 cap *= 2;
-            c->out = xrealloc(c->out, cap);
+            c->out = lg_xrealloc(c->out, cap);
             c->out_cap = cap;
         }
     }
@@ -532,54 +315,19 @@ conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
     return true;
 }
 
-static uint8_t *
-frame_slot(size_t len)
-{
-    if (14 + len > sbuf_cap) {
-        sbuf_cap = 14 + len + 4096;
-        sbuf = xrealloc(sbuf, sbuf_cap);
-    }
-    return sbuf + 14;
-}
-
+/* Send the frame of len payload bytes built in lg_frame_slot(len). */
 static bool
 ws_send_slot(struct conn *c, uint8_t opcode, size_t len)
 {
-    uint8_t *pl = sbuf + 14;
-    size_t hl = 2 + 4 + (len < 126 ? 0 : len <= 0xFFFF ? 2 : 8);
-    uint8_t *h = pl - hl;
-    h[0] = (uint8_t)(0x80 | opcode);
-    if (len < 126) {
-        h[1] = (uint8_t)(0x80 | len);
-    } else if (len <= 0xFFFF) {
-        h[1] = 0x80 | 126;
-        h[2] = (uint8_t)(len >> 8);
-        h[3] = (uint8_t)len;
-    } else {
-        h[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++)
-            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-    }
-    uint32_t key = rng32();
-    uint8_t mk[4];
-    memcpy(mk, &key, 4);
-    memcpy(pl - 4, mk, 4);
-    size_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-        uint32_t w;
-        memcpy(&w, pl + i, 4);
-        w ^= key;
-        memcpy(pl + i, &w, 4);
-    }
-    for (; i < len; i++)
-        pl[i] ^= mk[i & 3];
-    return conn_send_raw(c, h, hl + len);
+    size_t n;
+    const uint8_t *h = lg_frame_seal(opcode, len, &n);
+    return conn_send_raw(c, h, n);
 }
 
 static bool
 ws_send(struct conn *c, uint8_t opcode, const void *data, size_t len)
 {
-    uint8_t *pl = frame_slot(len);
+    uint8_t *pl = lg_frame_slot(len);
     if (len)
         memcpy(pl, data, len);
     return ws_send_slot(c, opcode, len);
@@ -701,27 +449,28 @@ send_message(struct conn *c, uint64_t t_int)
     room_name(c->room, room, sizeof room);
     uint64_t seq = c->next_seq;
     size_t cap = 160 + strlen(room) + (size_t)O.size;
-    char *pl = (char *)frame_slot(cap);
+    char *pl = (char *)lg_frame_slot(cap);
     size_t n = 0;
     char body[96];
     size_t bn = 0;
-    bn += fmt_u64(body + bn, t_int - t_base);
+    bn += lg_fmt_u64(body + bn, t_int - t_base);
     body[bn++] = '.';
-    bn += fmt_u64(body + bn, (uint64_t)c->idx);
+    bn += lg_fmt_u64(body + bn, (uint64_t)c->idx);
     body[bn++] = '.';
-    bn += fmt_u64(body + bn, seq);
+    bn += lg_fmt_u64(body + bn, seq);
     body[bn++] = '.';
     size_t padn = (size_t)O.size > bn ? (size_t)O.size - bn : 0;
     if (O.server == SK_P2PMESH) {
-        n += (size_t)sprintf(pl + n, "{\"type\":\"message\",\"room\":\"%s\","
-                                     "\"body\":\"",
+        n += (size_t)sprintf(pl + n,
+                             "{\"type\":\"message\",\"room\":\"%s\","
+                             "\"body\":\"",
                              room);
     } else {
         memcpy(pl + n, "42", 2);
         n += 2;
-        n += fmt_u64(pl + n, seq);
-        n += (size_t)sprintf(pl + n, "[\"message\",{\"room\":\"%s\",\"body\":\"",
-                             room);
+        n += lg_fmt_u64(pl + n, seq);
+        n += (size_t)sprintf(pl + n,
+                             "[\"message\",{\"room\":\"%s\",\"body\":\"", room);
     }
     memcpy(pl + n, body, bn);
     n += bn;
@@ -729,7 +478,7 @@ send_message(struct conn *c, uint64_t t_int)
     n += padn;
     memcpy(pl + n, "\",\"client_id\":\"c", 16);
     n += 16;
-    n += fmt_u64(pl + n, seq);
+    n += lg_fmt_u64(pl + n, seq);
     if (O.server == SK_P2PMESH) {
         memcpy(pl + n, "\"}", 2);
         n += 2;
@@ -758,7 +507,7 @@ note_server_error(const struct conn *c, const uint8_t *d, size_t len)
     server_errors++;
     if (errs_printed < MAX_ERR_PRINT) {
         errs_printed++;
-        logmsg("conn %d: server says: %.*s", c->idx,
+        lg_log("conn %d: server says: %.*s", c->idx,
                (int)(len > 300 ? 300 : len), (const char *)d);
     }
 }
@@ -767,14 +516,14 @@ note_server_error(const struct conn *c, const uint8_t *d, size_t len)
 static void
 delivery(struct conn *c, const uint8_t *d, const uint8_t *e, const uint8_t *p)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     uint64_t t, s, seq;
     if (!parse_u64(&p, e, &t) || p >= e || *p++ != '.' ||
         !parse_u64(&p, e, &s) || p >= e || *p++ != '.' ||
         !parse_u64(&p, e, &seq) || s >= (uint64_t)nconns) {
         bad_payload++;
         if (bad_payload <= 3)
-            logmsg("conn %d: unparsable message: %.*s", c->idx,
+            lg_log("conn %d: unparsable message: %.*s", c->idx,
                    (int)(e - d > 200 ? 200 : e - d), (const char *)d);
         return;
     }
@@ -790,7 +539,7 @@ delivery(struct conn *c, const uint8_t *d, const uint8_t *e, const uint8_t *p)
         fu != (uint64_t)O.user_base + s || f >= e || *f != '"') {
         bad_from++;
         if (bad_from <= 3)
-            logmsg("conn %d: wrong or missing from: %.*s", c->idx,
+            lg_log("conn %d: wrong or missing from: %.*s", c->idx,
                    (int)(e - d > 200 ? 200 : e - d), (const char *)d);
     }
     uint64_t *exp = &c->exp_seq[snd->member];
@@ -808,7 +557,7 @@ delivery(struct conn *c, const uint8_t *d, const uint8_t *e, const uint8_t *p)
     uint64_t t_int = t + t_base;
     if (in_window(t_int)) {
         deliv_win++;
-        h_add(&h_lat, now > t_int ? now - t_int : 0);
+        lg_h_add(&h_lat, now > t_int ? now - t_int : 0);
     }
 }
 
@@ -816,7 +565,7 @@ delivery(struct conn *c, const uint8_t *d, const uint8_t *e, const uint8_t *p)
 static void
 acked(struct conn *c, uint64_t seq, bool ok)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     if (!c->sender || seq == 0 || seq >= c->next_seq || c->inflight == 0) {
         ack_unknown++;
         return;
@@ -831,7 +580,7 @@ acked(struct conn *c, uint64_t seq, bool ok)
     if (in_window(t_int)) {
         if (ok) {
             acks_win++;
-            h_add(&h_ack, now > t_int ? now - t_int : 0);
+            lg_h_add(&h_ack, now > t_int ? now - t_int : 0);
         } else {
             nacks_win++;
         }
@@ -859,7 +608,7 @@ send_join(struct conn *c)
     else
         snprintf(buf, sizeof buf, "420[\"join\",\"%s\"]", room);
     c->st = CS_JOINING;
-    c->t_phase = mono_ns();
+    c->t_phase = lg_mono_ns();
     ws_send_text(c, buf);
 }
 
@@ -1022,14 +771,14 @@ handle_frame(struct conn *c, bool fin, uint8_t op, const uint8_t *d, size_t len)
             return false;
         }
     append:
-        if (c->frag_len + len > MAX_FRAME) {
+        if (c->frag_len + len > LG_MAX_FRAME) {
             proto_errors++;
             conn_close(c, true);
             return false;
         }
         if (c->frag_len + len > c->frag_cap) {
             c->frag_cap = (c->frag_len + len) * 2 + 256;
-            c->frag = xrealloc(c->frag, c->frag_cap);
+            c->frag = lg_xrealloc(c->frag, c->frag_cap);
         }
         memcpy(c->frag + c->frag_len, d, len);
         c->frag_len += len;
@@ -1060,7 +809,7 @@ handle_frame(struct conn *c, bool fin, uint8_t op, const uint8_t *d, size_t len)
             server_closes++;
             if (errs_printed < MAX_ERR_PRINT) {
                 errs_printed++;
-                logmsg("conn %d: server closed with %u %.*s", c->idx, code,
+                lg_log("conn %d: server closed with %u %.*s", c->idx, code,
                        (int)(len > 2 ? len - 2 : 0), (const char *)d + 2);
             }
             uint8_t cl[2] = {len >= 2 ? d[0] : 0x03, len >= 2 ? d[1] : 0xE8};
@@ -1081,115 +830,23 @@ parse_frames(struct conn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (n - off >= 2) {
-        uint8_t b0 = p[off], b1 = p[off + 1];
-        bool fin = b0 & 0x80;
-        uint8_t op = b0 & 0x0F;
-        bool masked = b1 & 0x80;
-        uint64_t plen = b1 & 0x7F;
-        size_t hl = 2;
-        if (b0 & 0x70) {
+        struct lg_frame f;
+        int r = lg_frame_head(p + off, n - off, &f);
+        if (r < 0) {
             proto_errors++;
             conn_close(c, true);
             return n;
         }
-        if (plen == 126) {
-            if (n - off < 4)
-                break;
-            plen = (uint64_t)p[off + 2] << 8 | p[off + 3];
-            hl = 4;
-        } else if (plen == 127) {
-            if (n - off < 10)
-                break;
-            plen = 0;
-            for (int i = 0; i < 8; i++)
-                plen = plen << 8 | p[off + 2 + i];
-            hl = 10;
-        }
-        if (masked)
-            hl += 4;
-        if (plen > MAX_FRAME) {
-            proto_errors++;
-            conn_close(c, true);
-            return n;
-        }
-        if (n - off < hl + plen)
+        if (r == 0)
             break;
-        uint8_t *d = p + off + hl;
-        if (masked) {
+        uint8_t *d = p + off + f.hl;
+        if (f.masked) /* servers must not mask; unmasked, counted, go on */
             masked_rx++;
-            const uint8_t *mk = p + off + hl - 4;
-            for (uint64_t i = 0; i < plen; i++)
-                d[i] ^= mk[i & 3];
-        }
-        off += hl + (size_t)plen;
-        if (!handle_frame(c, fin, op, d, (size_t)plen))
+        off += f.hl + (size_t)f.plen;
+        if (!handle_frame(c, f.fin, f.op, d, (size_t)f.plen))
             return n;
     }
     return off;
-}
-
-static long
-parse_upgrade(struct conn *c, const uint8_t *p, size_t n)
-{
-    const uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
-    if (!end) {
-        if (n > MAX_HTTP_HEAD)
-            return -1;
-        return 0;
-    }
-    size_t hl = (size_t)(end - p) + 4;
-    if (hl < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0) {
-        if (errs_printed < MAX_ERR_PRINT) {
-            errs_printed++;
-            const uint8_t *eol = memmem(p, hl, "\r\n", 2);
-            logmsg("conn %d: upgrade refused: %.*s", c->idx,
-                   (int)(eol ? eol - p : 40), (const char *)p);
-        }
-        return -1;
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char cat[128];
-    int cl = snprintf(cat, sizeof cat, "%s%s", c->key, WS_GUID);
-    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
-    unsigned char want[64];
-    EVP_EncodeBlock(want, md, (int)mdlen);
-    bool up = false, conn_up = false, acc_ok = false;
-    const uint8_t *line = memmem(p, hl, "\r\n", 2) + 2;
-    while (line < p + hl - 2) {
-        const uint8_t *eol = memmem(line, (size_t)(p + hl - line), "\r\n", 2);
-        if (!eol)
-            break;
-        const uint8_t *colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon) {
-            size_t nl = (size_t)(colon - line);
-            const uint8_t *v = colon + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            size_t vl = (size_t)(eol - v);
-            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-                vl--;
-            if (nl == 7 && strncasecmp((const char *)line, "upgrade", 7) == 0)
-                up = vl == 9 &&
-                     strncasecmp((const char *)v, "websocket", 9) == 0;
-            else if (nl == 10 &&
-                     strncasecmp((const char *)line, "connection", 10) == 0)
-                conn_up = memmem(v, vl, "pgrade", 6) != NULL;
-            else if (nl == 20 && strncasecmp((const char *)line,
-                                             "sec-websocket-accept", 20) == 0)
-                acc_ok = vl == strlen((char *)want) && memcmp(v, want, vl) == 0;
-        }
-        line = eol + 2;
-    }
-    if (!up || !conn_up || !acc_ok) {
-        if (errs_printed < MAX_ERR_PRINT) {
-            errs_printed++;
-            logmsg("conn %d: bad 101 (upgrade %d, connection %d, accept %d)",
-                   c->idx, up, conn_up, acc_ok);
-        }
-        return -1;
-    }
-    return (long)hl;
 }
 
 static void on_read_body(evutil_socket_t fd, struct conn *c);
@@ -1210,22 +867,19 @@ static void
 on_read_body(evutil_socket_t fd, struct conn *c)
 {
     for (int iter = 0; iter < 8; iter++) {
-        if (c->in_len + 65536 > scratch_cap) {
-            scratch_cap = c->in_len * 2 + SCRATCH_MIN;
-            scratch = xrealloc(scratch, scratch_cap);
-        }
+        lg_scratch_reserve(c->in_len);
         size_t have = c->in_len;
         if (have)
-            memcpy(scratch, c->in, have);
-        size_t room = scratch_cap - have;
-        ssize_t r = recv(fd, scratch + have, room, MSG_DONTWAIT);
+            memcpy(lg_scratch, c->in, have);
+        size_t room = lg_scratch_cap - have;
+        ssize_t r = recv(fd, lg_scratch + have, room, MSG_DONTWAIT);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                        errno != EINTR)) {
             if (phase != PH_DONE && !c->closing) {
                 unexpected_eof++;
                 if (errs_printed < MAX_ERR_PRINT) {
                     errs_printed++;
-                    logmsg("conn %d: connection %s (state %d)", c->idx,
+                    lg_log("conn %d: connection %s (state %d)", c->idx,
                            r == 0 ? "closed by server" : strerror(errno),
                            c->st);
                 }
@@ -1238,7 +892,8 @@ on_read_body(evutil_socket_t fd, struct conn *c)
         size_t n = have + (size_t)r;
         size_t off = 0;
         if (c->st == CS_HANDSHAKE) {
-            long hl = parse_upgrade(c, scratch, n);
+            long hl = lg_ws_upgrade(lg_scratch, n, c->key, c->idx,
+                                    &errs_printed, MAX_ERR_PRINT);
             if (hl < 0) {
                 conn_close(c, true);
                 return;
@@ -1247,24 +902,14 @@ on_read_body(evutil_socket_t fd, struct conn *c)
                 goto keep;
             off = (size_t)hl;
             c->st = CS_AUTH; /* the server speaks first in both protocols */
-            c->t_phase = mono_ns();
+            c->t_phase = lg_mono_ns();
         }
-        off += parse_frames(c, scratch + off, n - off);
+        off += parse_frames(c, lg_scratch + off, n - off);
         if (c->st == CS_CLOSED)
             return;
     keep:
-        c->in_len = n - off;
-        if (c->in_len) {
-            if (c->in_len > c->in_cap) {
-                c->in_cap = c->in_len + 1024;
-                c->in = xrealloc(c->in, c->in_cap);
-            }
-            memmove(c->in, scratch + off, c->in_len);
-        } else if (c->in_cap > 16384) {
-            free(c->in);
-            c->in = NULL;
-            c->in_cap = 0;
-        }
+        lg_keep_input(&c->in, &c->in_len, &c->in_cap, lg_scratch + off,
+                      n - off);
         if ((size_t)r < room)
             return;
     }
@@ -1279,14 +924,11 @@ on_connected(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)what;
     c->wev_on = false;
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
-        err = errno;
+    int err = lg_sock_error(fd);
     if (err) {
         if (errs_printed < MAX_ERR_PRINT) {
             errs_printed++;
-            logmsg("conn %d: connect: %s", c->idx, strerror(err));
+            lg_log("conn %d: connect: %s", c->idx, strerror(err));
         }
         conn_close(c, true);
         return;
@@ -1302,62 +944,37 @@ on_connected(evutil_socket_t fd, short what, void *arg)
         char tok[1024];
         make_token(c->idx, tok, sizeof tok);
         n = snprintf(req, sizeof req,
-                     "GET /ws?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                     "\r\n",
+                     "GET /ws?token=%s HTTP/1.1\r\n"
+                     "Host: %s:%d\r\n" LG_WS_UPGRADE_HEADERS,
                      tok, O.host, O.port, c->key);
     } else {
         n = snprintf(req, sizeof req,
                      "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
-                     "Host: %s:%d\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                     "\r\n",
+                     "Host: %s:%d\r\n" LG_WS_UPGRADE_HEADERS,
                      O.host, O.port, c->key);
     }
     c->st = CS_HANDSHAKE;
-    c->t_phase = mono_ns();
+    c->t_phase = lg_mono_ns();
     conn_send_raw(c, (const uint8_t *)req, (size_t)n);
 }
 
 static bool
 conn_start(struct conn *c)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        logmsg("socket: %s", strerror(errno));
+    int fd = lg_socket(c->idx, n_src);
+    if (fd < 0)
         return false;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (n_src > 1) {
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        struct sockaddr_in sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(c->idx % n_src));
-        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-            logmsg("bind 127.0.0.%d: %s", 1 + c->idx % n_src, strerror(errno));
-            close(fd);
-            return false;
-        }
-    }
     c->fd = fd;
     c->st = CS_CONNECTING;
-    c->t_phase = mono_ns();
+    c->t_phase = lg_mono_ns();
     in_setup++;
-    unsigned char raw[16];
-    if (RAND_bytes(raw, 16) != 1)
-        for (int i = 0; i < 16; i++)
-            raw[i] = (unsigned char)rng32();
-    EVP_EncodeBlock((unsigned char *)c->key, raw, 16);
+    lg_ws_key(c->key);
     event_assign(&c->wev, base, fd, EV_WRITE, on_connected, c);
     if (connect(fd, (const struct sockaddr *)&dst_addr, sizeof dst_addr) < 0 &&
         errno != EINPROGRESS) {
         if (errs_printed < MAX_ERR_PRINT) {
             errs_printed++;
-            logmsg("conn %d: connect: %s", c->idx, strerror(errno));
+            lg_log("conn %d: connect: %s", c->idx, strerror(errno));
         }
         conn_close(c, true);
         return true;
@@ -1385,8 +1002,8 @@ setup_progress(void)
     }
     busy = false;
     if (phase == PH_SETUP && next_connect >= nconns && in_setup == 0) {
-        t_setup_done = mono_ns();
-        setup_cpu1 = proc_cpu(O.pid);
+        t_setup_done = lg_mono_ns();
+        setup_cpu1 = lg_proc_cpu(O.pid);
         start_run();
     }
 }
@@ -1406,7 +1023,7 @@ sched_run(void)
 {
     if (phase != PH_WARMUP && phase != PH_MEASURE)
         return UINT64_MAX;
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     int budget = 20000;
     while (budget-- > 0) {
         uint64_t t_int =
@@ -1415,7 +1032,7 @@ sched_run(void)
             break;
         struct conn *c = &conns[senders[sched_k % (uint64_t)nsenders]];
         if (t_int >= t_meas0)
-            h_add(&h_lag, now - t_int);
+            lg_h_add(&h_lag, now - t_int);
         send_message(c, t_int);
         sched_k++;
     }
@@ -1426,7 +1043,7 @@ sched_run(void)
 static void
 closed_loop_kick(void)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     for (int w = 0; w < O.window; w++)
         for (int i = 0; i < nsenders; i++)
             send_message(&conns[senders[i]], now);
@@ -1446,7 +1063,7 @@ on_sched(evutil_socket_t fd, short what, void *arg)
     uint64_t next = sched_run();
     if (next == UINT64_MAX)
         return;
-    uint64_t now2 = mono_ns();
+    uint64_t now2 = lg_mono_ns();
     uint64_t d = next > now2 ? next - now2 : 0;
     struct timeval tv = {(time_t)(d / 1000000000ull),
                          (suseconds_t)((d % 1000000000ull) / 1000)};
@@ -1456,7 +1073,7 @@ on_sched(evutil_socket_t fd, short what, void *arg)
 static void
 arm_phase_timer(uint64_t at)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     uint64_t d = at > now ? at - now : 0;
     struct timeval tv = {(time_t)(d / 1000000000ull),
                          (suseconds_t)((d % 1000000000ull) / 1000)};
@@ -1471,17 +1088,17 @@ on_phase(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     if (phase == PH_WARMUP) {
         phase = PH_MEASURE;
-        t_acct0 = mono_ns();
-        srv_cpu0 = proc_cpu(O.pid);
-        cli_cpu0 = cpu_self();
-        mach_cpu0 = machine_busy();
+        t_acct0 = lg_mono_ns();
+        srv_cpu0 = lg_proc_cpu(O.pid);
+        cli_cpu0 = lg_cpu_self();
+        mach_cpu0 = lg_machine_busy();
         arm_phase_timer(t_meas1);
     } else if (phase == PH_MEASURE) {
-        t_acct1 = mono_ns();
-        srv_cpu1 = proc_cpu(O.pid);
-        cli_cpu1 = cpu_self();
-        mach_cpu1 = machine_busy();
-        srv_rss1 = proc_rss_kb(O.pid);
+        t_acct1 = lg_mono_ns();
+        srv_cpu1 = lg_proc_cpu(O.pid);
+        cli_cpu1 = lg_cpu_self();
+        mach_cpu1 = lg_machine_busy();
+        srv_rss1 = lg_proc_rss_kb(O.pid);
         phase = PH_DRAIN;
         arm_phase_timer(t_acct1 + (uint64_t)(O.drain * 1e9));
     } else if (phase == PH_DRAIN) {
@@ -1495,13 +1112,13 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     if (phase == PH_SETUP) {
         if (now - t_setup_start > (uint64_t)(O.setup_timeout * 1e9)) {
             int st[CS_CLOSED + 1] = {0};
             for (int i = 0; i < nconns; i++)
                 st[conns[i].st]++;
-            logmsg("setup timed out: %d ready, %d failed, %d in progress of %d "
+            lg_log("setup timed out: %d ready, %d failed, %d in progress of %d "
                    "(connecting %d, upgrading %d, authenticating %d, joining "
                    "%d)",
                    n_ready, n_failed, in_setup, nconns, st[CS_CONNECTING],
@@ -1521,7 +1138,7 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    logmsg("overall deadline reached; stopping");
+    lg_log("overall deadline reached; stopping");
     exit_code = 1;
     finish();
 }
@@ -1532,7 +1149,7 @@ on_sigint(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    logmsg("interrupted");
+    lg_log("interrupted");
     exit_code = 1;
     finish();
 }
@@ -1541,19 +1158,19 @@ static void
 start_run(void)
 {
     if (n_ready != nconns) {
-        logmsg("setup failed: %d of %d connections ready (%d failed)", n_ready,
+        lg_log("setup failed: %d of %d connections ready (%d failed)", n_ready,
                nconns, n_failed);
         exit_code = 1;
         finish();
         return;
     }
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     t_run0 = now + (uint64_t)(O.start_delay * 1e9);
     t_meas0 = t_run0 + (uint64_t)(O.warmup * 1e9);
     t_meas1 = t_meas0 + (uint64_t)(O.duration * 1e9);
     phase = PH_WARMUP;
     if (O.verbose)
-        logmsg("all %d connections ready in %.2f s", nconns,
+        lg_log("all %d connections ready in %.2f s", nconns,
                (double)(t_setup_done - t_setup_start) / 1e9);
     arm_phase_timer(t_meas0);
     if (O.rate > 0) {
@@ -1589,38 +1206,38 @@ report(void)
     const char *sn = O.server == SK_P2PMESH ? "p2pmesh" : "socketio";
 #define US(v) ((double)(v) / 1000.0)
     if (O.json) {
-        printf(
-            "{\"mode\":\"chat\",\"server\":\"%s\",\"conns\":%d,\"rooms\":%d,"
-            "\"room_size\":%d,\"senders\":%d,\"senders_per_room\":%d,"
-            "\"loop\":\"%s\",\"rate_target\":%.0f,\"window\":%d,"
-            "\"duration_s\":%.3f,\"warmup_s\":%.3f,\"body_chars\":%d,"
-            "\"frame_bytes\":%zu,"
-            "\"sent\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"nacked\":%" PRIu64
-            ",\"unacked\":%" PRIu64 ",\"expected_deliveries\":%" PRIu64
-            ",\"deliveries\":%" PRIu64 ",\"lost\":%" PRIu64
-            ",\"deliveries_per_s\":%.1f,\"acks_per_s\":%.1f,"
-            "\"server_cpu_s\":%.3f,\"server_cpu_util\":%.3f,"
-            "\"deliveries_per_server_cpu_s\":%.1f,"
-            "\"acks_per_server_cpu_s\":%.1f,\"client_cpu_s\":%.3f,"
-            "\"client_cpu_util\":%.3f,\"machine_cpu_s\":%.3f,"
-            "\"other_cpu_s\":%.3f,\"server_rss_kb\":%ld,",
-            sn, nconns, nrooms, O.room_size, nsenders, spr,
-            O.rate > 0 ? "open" : "closed", O.rate, O.window, win, O.warmup,
-            O.size, last_frame_len, sent_win, acks_win, nacks_win, unacked,
-            expected_win, deliv_win, lost, dps, aps, srv,
-            srv >= 0 && win > 0 ? srv / win : -1, d_cpu, a_cpu, cli,
-            win > 0 ? cli / win : 0, mach, other, srv_rss1);
+        printf("{\"mode\":\"chat\",\"server\":\"%s\",\"conns\":%d,\"rooms\":%d,"
+               "\"room_size\":%d,\"senders\":%d,\"senders_per_room\":%d,"
+               "\"loop\":\"%s\",\"rate_target\":%.0f,\"window\":%d,"
+               "\"duration_s\":%.3f,\"warmup_s\":%.3f,\"body_chars\":%d,"
+               "\"frame_bytes\":%zu,"
+               "\"sent\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"nacked\":%" PRIu64
+               ",\"unacked\":%" PRIu64 ",\"expected_deliveries\":%" PRIu64
+               ",\"deliveries\":%" PRIu64 ",\"lost\":%" PRIu64
+               ",\"deliveries_per_s\":%.1f,\"acks_per_s\":%.1f,"
+               "\"server_cpu_s\":%.3f,\"server_cpu_util\":%.3f,"
+               "\"deliveries_per_server_cpu_s\":%.1f,"
+               "\"acks_per_server_cpu_s\":%.1f,\"client_cpu_s\":%.3f,"
+               "\"client_cpu_util\":%.3f,\"machine_cpu_s\":%.3f,"
+               "\"other_cpu_s\":%.3f,\"server_rss_kb\":%ld,",
+               sn, nconns, nrooms, O.room_size, nsenders, spr,
+               O.rate > 0 ? "open" : "closed", O.rate, O.window, win, O.warmup,
+               O.size, last_frame_len, sent_win, acks_win, nacks_win, unacked,
+               expected_win, deliv_win, lost, dps, aps, srv,
+               srv >= 0 && win > 0 ? srv / win : -1, d_cpu, a_cpu, cli,
+               win > 0 ? cli / win : 0, mach, other, srv_rss1);
         printf("\"latency_us\":{\"n\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%.1f,"
                "\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f},"
                "\"ack_latency_us\":{\"n\":%" PRIu64 ",\"p50\":%.1f,"
                "\"p90\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
                "\"send_lag_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f},",
                h_lat.n, h_lat.n ? US(h_lat.sum / h_lat.n) : 0,
-               US(h_pct(&h_lat, 50)), US(h_pct(&h_lat, 90)),
-               US(h_pct(&h_lat, 99)), US(h_pct(&h_lat, 99.9)), US(h_lat.max),
-               h_ack.n, US(h_pct(&h_ack, 50)), US(h_pct(&h_ack, 90)),
-               US(h_pct(&h_ack, 99)), US(h_ack.max), US(h_pct(&h_lag, 50)),
-               US(h_pct(&h_lag, 99)), US(h_lag.max));
+               US(lg_h_pct(&h_lat, 50)), US(lg_h_pct(&h_lat, 90)),
+               US(lg_h_pct(&h_lat, 99)), US(lg_h_pct(&h_lat, 99.9)),
+               US(h_lat.max), h_ack.n, US(lg_h_pct(&h_ack, 50)),
+               US(lg_h_pct(&h_ack, 90)), US(lg_h_pct(&h_ack, 99)),
+               US(h_ack.max), US(lg_h_pct(&h_lag, 50)),
+               US(lg_h_pct(&h_lag, 99)), US(h_lag.max));
         printf("\"seq_gaps\":%" PRIu64 ",\"seq_dup\":%" PRIu64
                ",\"bad_from\":%" PRIu64 ",\"bad_payload\":%" PRIu64
                ",\"wrong_room\":%" PRIu64 ",\"ack_unknown\":%" PRIu64
@@ -1636,7 +1253,8 @@ report(void)
                server_closes, unexpected_eof, proto_errors, masked_rx,
                other_msgs, pings_rx, sent_total, acks_ok_total,
                (double)(t_setup_done - t_setup_start) / 1e9,
-               setup_cpu0 >= 0 && setup_cpu1 >= 0 ? setup_cpu1 - setup_cpu0 : -1,
+               setup_cpu0 >= 0 && setup_cpu1 >= 0 ? setup_cpu1 - setup_cpu0
+                                                  : -1,
                exit_code == 0 ? "true" : "false");
     } else {
         printf("%s: %d connections, %d rooms of %d, %d senders (%d per room), "
@@ -1662,16 +1280,18 @@ report(void)
         printf("client CPU         %.2f s (%.0f %%)\n", cli, 100 * cli / win);
         printf("setup              %.2f s, server CPU %.2f s\n",
                (double)(t_setup_done - t_setup_start) / 1e9,
-               setup_cpu0 >= 0 && setup_cpu1 >= 0 ? setup_cpu1 - setup_cpu0 : -1);
+               setup_cpu0 >= 0 && setup_cpu1 >= 0 ? setup_cpu1 - setup_cpu0
+                                                  : -1);
         if (mach >= 0)
             printf("other CPU          %.2f s\n", other);
         printf("delivery latency   p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  "
                "max %.1f us (n %" PRIu64 ")\n",
-               US(h_pct(&h_lat, 50)), US(h_pct(&h_lat, 90)),
-               US(h_pct(&h_lat, 99)), US(h_pct(&h_lat, 99.9)), US(h_lat.max),
-               h_lat.n);
+               US(lg_h_pct(&h_lat, 50)), US(lg_h_pct(&h_lat, 90)),
+               US(lg_h_pct(&h_lat, 99)), US(lg_h_pct(&h_lat, 99.9)),
+               US(h_lat.max), h_lat.n);
         printf("ack latency        p50 %.1f  p99 %.1f  max %.1f us\n",
-               US(h_pct(&h_ack, 50)), US(h_pct(&h_ack, 99)), US(h_ack.max));
+               US(lg_h_pct(&h_ack, 50)), US(lg_h_pct(&h_ack, 99)),
+               US(h_ack.max));
         printf("errors             server %" PRIu64 ", closes %" PRIu64
                ", eof %" PRIu64 ", protocol %" PRIu64 ", from %" PRIu64
                ", payload %" PRIu64 ", room %" PRIu64 "\n",
@@ -1721,21 +1341,10 @@ usage(FILE *f)
         "  --verbose           progress on stderr\n");
 }
 
-static double
-parse_num(const char *s, const char *name)
-{
-    char *e;
-    double v = strtod(s, &e);
-    if (e == s || *e || v < 0 || !isfinite(v)) {
-        logmsg("bad value for %s: %s", name, s);
-        exit(2);
-    }
-    return v;
-}
-
 int
 main(int argc, char **argv)
 {
+    lg_progname = "chat-loadgen";
     memset(&O, 0, sizeof O);
     snprintf(O.host, sizeof O.host, "127.0.0.1");
     snprintf(O.prefix, sizeof O.prefix, "bench");
@@ -1815,7 +1424,7 @@ main(int argc, char **argv)
                      strcmp(optarg, "socket.io") == 0)
                 O.server = SK_SOCKETIO;
             else {
-                logmsg("unknown server %s", optarg);
+                lg_log("unknown server %s", optarg);
                 return 2;
             }
             break;
@@ -1824,58 +1433,58 @@ main(int argc, char **argv)
                      strcmp(optarg, "localhost") == 0 ? "127.0.0.1" : optarg);
             break;
         case OPT_PORT:
-            O.port = (int)parse_num(optarg, "--port");
+            O.port = (int)lg_parse_num(optarg, "--port");
             break;
         case OPT_PID:
-            O.pid = (int)parse_num(optarg, "--pid");
+            O.pid = (int)lg_parse_num(optarg, "--pid");
             break;
         case OPT_CONNS:
-            O.conns = (int)parse_num(optarg, "--conns");
+            O.conns = (int)lg_parse_num(optarg, "--conns");
             break;
         case OPT_ROOMSIZE:
-            O.room_size = (int)parse_num(optarg, "--room-size");
+            O.room_size = (int)lg_parse_num(optarg, "--room-size");
             break;
         case OPT_SENDERS:
-            O.senders = (int)parse_num(optarg, "--senders");
+            O.senders = (int)lg_parse_num(optarg, "--senders");
             break;
         case OPT_PREFIX:
             snprintf(O.prefix, sizeof O.prefix, "%s", optarg);
             break;
         case OPT_RATE:
-            O.rate = parse_num(optarg, "--rate");
+            O.rate = lg_parse_num(optarg, "--rate");
             break;
         case OPT_WINDOW:
-            O.window = (int)parse_num(optarg, "--window");
+            O.window = (int)lg_parse_num(optarg, "--window");
             break;
         case OPT_DURATION:
-            O.duration = parse_num(optarg, "--duration");
+            O.duration = lg_parse_num(optarg, "--duration");
             break;
         case OPT_WARMUP:
-            O.warmup = parse_num(optarg, "--warmup");
+            O.warmup = lg_parse_num(optarg, "--warmup");
             break;
         case OPT_DRAIN:
-            O.drain = parse_num(optarg, "--drain");
+            O.drain = lg_parse_num(optarg, "--drain");
             break;
         case OPT_STARTDELAY:
-            O.start_delay = parse_num(optarg, "--start-delay");
+            O.start_delay = lg_parse_num(optarg, "--start-delay");
             break;
         case OPT_SIZE:
-            O.size = (int)parse_num(optarg, "--size");
+            O.size = (int)lg_parse_num(optarg, "--size");
             break;
         case OPT_SECRET:
             snprintf(O.secret, sizeof O.secret, "%s", optarg);
             break;
         case OPT_USERBASE:
-            O.user_base = (int)parse_num(optarg, "--user-base");
+            O.user_base = (int)lg_parse_num(optarg, "--user-base");
             break;
         case OPT_SRC:
-            O.src_addrs = (int)parse_num(optarg, "--src-addrs");
+            O.src_addrs = (int)lg_parse_num(optarg, "--src-addrs");
             break;
         case OPT_CONC:
-            O.concurrency = (int)parse_num(optarg, "--concurrency");
+            O.concurrency = (int)lg_parse_num(optarg, "--concurrency");
             break;
         case OPT_SETUPTO:
-            O.setup_timeout = parse_num(optarg, "--setup-timeout");
+            O.setup_timeout = lg_parse_num(optarg, "--setup-timeout");
             break;
         case OPT_JSON:
             O.json = true;
@@ -1900,33 +1509,33 @@ main(int argc, char **argv)
     }
     if (O.port <= 0 || O.port > 65535 || O.conns < 1 || O.conns > 19000 ||
         O.room_size < 1 || O.conns % O.room_size != 0 || O.senders < 1 ||
-        O.window < 1 || O.window > RING / 2 || O.size < 1 ||
-        O.size > 100000 || O.concurrency < 1 || O.duration <= 0 ||
-        O.duration > 3600 || O.warmup > 3600 || O.start_delay > 600) {
-        logmsg("option out of range (--conns must be a multiple of "
+        O.window < 1 || O.window > RING / 2 || O.size < 1 || O.size > 100000 ||
+        O.concurrency < 1 || O.duration <= 0 || O.duration > 3600 ||
+        O.warmup > 3600 || O.start_delay > 600) {
+        lg_log("option out of range (--conns must be a multiple of "
                "--room-size, --window at most %d)",
                RING / 2);
         return 2;
     }
     if (O.server == SK_P2PMESH && O.secret[0] == '\0') {
-        logmsg("--server p2pmesh needs --jwt-secret");
+        lg_log("--server p2pmesh needs --jwt-secret");
         return 2;
     }
     for (const char *s = O.prefix; *s; s++)
         if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) &&
             *s != '-' && *s != '_') {
-            logmsg("--room-prefix: a-z, 0-9, - and _ only");
+            lg_log("--room-prefix: a-z, 0-9, - and _ only");
             return 2;
         }
     memset(&dst_addr, 0, sizeof dst_addr);
     dst_addr.sin_family = AF_INET;
     dst_addr.sin_port = htons((uint16_t)O.port);
     if (inet_pton(AF_INET, O.host, &dst_addr.sin_addr) != 1) {
-        logmsg("--host must be an IPv4 address: %s", O.host);
+        lg_log("--host must be an IPv4 address: %s", O.host);
         return 2;
     }
     if ((ntohl(dst_addr.sin_addr.s_addr) >> 24) != 127 && !O.allow_remote) {
-        logmsg("refusing non-loopback host %s (see --allow-remote)", O.host);
+        lg_log("refusing non-loopback host %s (see --allow-remote)", O.host);
         return 2;
     }
 
@@ -1938,7 +1547,7 @@ main(int argc, char **argv)
     getrlimit(RLIMIT_NOFILE, &rl);
     nconns = O.conns;
     if ((rlim_t)nconns + 32 > rl.rlim_cur) {
-        logmsg("%d connections need more than the fd limit %llu", nconns,
+        lg_log("%d connections need more than the fd limit %llu", nconns,
                (unsigned long long)rl.rlim_cur);
         return 2;
     }
@@ -1948,24 +1557,19 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
-    if (RAND_bytes((unsigned char *)&rng_state, sizeof rng_state) != 1 ||
-        rng_state == 0)
-        rng_state = mono_ns() | 1;
+    lg_rng_seed();
 
     struct event_config *cfg = event_config_new();
     event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (!base) {
-        logmsg("event_base_new failed");
+        lg_log("event_base_new failed");
         return 1;
     }
 
-    scratch_cap = SCRATCH_MIN;
-    scratch = xrealloc(NULL, scratch_cap);
-    sbuf_cap = 14 + (size_t)O.size + 4096;
-    sbuf = xrealloc(NULL, sbuf_cap);
-    pad_str = xrealloc(NULL, (size_t)O.size + 1);
+    lg_bufs_init((size_t)O.size);
+    pad_str = lg_xrealloc(NULL, (size_t)O.size + 1);
     memset(pad_str, 'x', (size_t)O.size);
     pad_str[O.size] = '\0';
 
@@ -1974,7 +1578,7 @@ main(int argc, char **argv)
     conns = calloc((size_t)nconns, sizeof *conns);
     senders = calloc((size_t)nrooms * (size_t)spr, sizeof *senders);
     if (!conns || !senders) {
-        logmsg("out of memory");
+        lg_log("out of memory");
         return 1;
     }
     /* senders interleaved by room, so the open-loop round robin visits
@@ -1991,7 +1595,7 @@ main(int argc, char **argv)
         c->member = i % O.room_size;
         c->sender = c->member < spr;
         c->next_seq = 1;
-        c->exp_seq = xrealloc(NULL, (size_t)spr * sizeof *c->exp_seq);
+        c->exp_seq = lg_xrealloc(NULL, (size_t)spr * sizeof *c->exp_seq);
         for (int k = 0; k < spr; k++)
             c->exp_seq[k] = 1;
         if (c->sender)
@@ -2006,27 +1610,27 @@ main(int argc, char **argv)
     event_add(ev_sigint, NULL);
     struct timeval tick = {0, 100000};
     event_add(ev_tick, &tick);
-    double total = O.setup_timeout + O.start_delay + O.warmup + O.duration +
-                   O.drain + 30;
+    double total =
+        O.setup_timeout + O.start_delay + O.warmup + O.duration + O.drain + 30;
     struct timeval dl = {(time_t)total, 0};
     event_add(ev_deadline, &dl);
 
-    t_base = mono_ns();
+    t_base = lg_mono_ns();
     t_meas0 = t_meas1 = UINT64_MAX;
-    t_setup_start = mono_ns();
-    setup_cpu0 = proc_cpu(O.pid);
+    t_setup_start = lg_mono_ns();
+    setup_cpu0 = lg_proc_cpu(O.pid);
     setup_progress();
     if (phase != PH_DONE)
         event_base_dispatch(base);
 
     if (t_acct1) {
         if (deliv_win == 0 && exit_code == 0) {
-            logmsg("no message was delivered");
+            lg_log("no message was delivered");
             exit_code = 3;
         }
         report();
     } else {
-        logmsg("no measurement (setup failed or interrupted)");
+        lg_log("no measurement (setup failed or interrupted)");
         if (exit_code == 0)
             exit_code = 1;
     }
@@ -2040,7 +1644,7 @@ main(int argc, char **argv)
     }
     if (server_errors || server_closes || unexpected_eof || proto_errors ||
         bad_from || bad_payload || wrong_room || seq_gaps || seq_dup)
-        logmsg("problems: %" PRIu64 " server errors, %" PRIu64
+        lg_log("problems: %" PRIu64 " server errors, %" PRIu64
                " server closes, %" PRIu64 " unexpected eof, %" PRIu64
                " protocol errors, %" PRIu64 " wrong sender, %" PRIu64
                " bad payload, %" PRIu64 " wrong room, %" PRIu64
@@ -2054,8 +1658,7 @@ main(int argc, char **argv)
     event_free(ev_sigint);
     free(conns);
     free(senders);
-    free(scratch);
-    free(sbuf);
+    lg_bufs_free();
     free(pad_str);
     event_base_free(base);
     return exit_code;

@@ -85,16 +85,10 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
+#include "lg_common.h"
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define MAX_FRAME (16u << 20)    /* refuse server frames above 16 MiB */
-#define MAX_OUTQ (8u << 20)      /* per-connection send queue cap */
-#define MAX_HTTP_HEAD 16384      /* 101 response head limit */
-#define SCRATCH_MIN (256u << 10) /* shared read buffer */
-#define MAX_ERR_PRINT 8          /* server error messages echoed */
+#define MAX_OUTQ (8u << 20) /* per-connection send queue cap */
+#define MAX_ERR_PRINT 8     /* server error messages echoed */
 
 /* ------------------------------------------------------------------ */
 /* options and global state                                            */
@@ -140,11 +134,6 @@ struct opts {
     bool allow_remote;
     bool verbose;
     bool spin; /* poll instead of sleeping (no timer wake-up lag) */
-};
-
-struct hist {
-    uint64_t n, sum, max;
-    uint64_t b[3776];
 };
 
 struct conn {
@@ -220,7 +209,7 @@ static double cli_cpu0, cli_cpu1;
 static double mach_cpu0 = -1, mach_cpu1 = -1;
 static uint64_t t_acct0, t_acct1;
 
-static struct hist h_lat, h_lag;
+static struct lg_hist h_lat, h_lag;
 /* worst latency per 10 ms slot of intended send time in the window, to
  * locate stalls (a server pause shows as a run of slow slots) */
 static uint32_t *slot_max_us;
@@ -228,16 +217,9 @@ static size_t n_slots;
 #define SLOT_NS 10000000ull
 #define STALL_US 10000u /* slots worse than 10 ms are listed */
 
-/* shared read buffer */
-static uint8_t *scratch;
-static size_t scratch_cap;
-/* shared send buffer */
-static uint8_t *sbuf;
-static size_t sbuf_cap;
 static char *pad_str;
 static size_t last_msg_len; /* payload bytes of the last relay message */
 
-static uint64_t rng_state;
 static int exit_code;
 /* while a connection's input is parsed, its own sends are queued and leave
  * in one send() afterwards (pipelined windows coalesce) */
@@ -245,51 +227,6 @@ static struct conn *corked;
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                        */
-
-static uint64_t
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-logmsg(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("pm-loadgen: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static void *
-xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        logmsg("out of memory (%zu bytes)", n);
-        exit(1);
-    }
-    return q;
-}
-
-/* xorshift64*: frame masking keys (RFC 6455 wants unpredictable keys;
- * the seed comes from RAND_bytes, which is plenty for a load generator). */
-static uint32_t
-rng32(void)
-{
-    uint64_t x = rng_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
-}
 
 static void
 rand_hex(char *out, size_t nbytes)
@@ -300,180 +237,13 @@ rand_hex(char *out, size_t nbytes)
         nbytes = sizeof raw;
     if (RAND_bytes(raw, (int)nbytes) != 1) {
         for (size_t i = 0; i < nbytes; i++)
-            raw[i] = (unsigned char)rng32();
+            raw[i] = (unsigned char)lg_rng32();
     }
     for (size_t i = 0; i < nbytes; i++) {
         out[2 * i] = hx[raw[i] >> 4];
         out[2 * i + 1] = hx[raw[i] & 15];
     }
     out[2 * nbytes] = '\0';
-}
-
-static size_t
-fmt_u64(char *p, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
-static double
-cpu_self(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-/* utime+stime of a process (all threads), seconds; -1 if unreadable. */
-static double
-proc_cpu(int pid)
-{
-    char path[64], buf[2048];
-    if (pid <= 0)
-        return -1;
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    p++;
-    /* after "comm)": state(3) ppid pgrp session tty tpgid flags minflt
-     * cminflt majflt cmajflt utime(14) stime(15) */
-    unsigned long long ut = 0, st = 0;
-    int field = 2;
-    char *save = NULL;
-    for (char *tok = strtok_r(p, " ", &save); tok && field < 15;
-         tok = strtok_r(NULL, " ", &save)) {
-        field++;
-        if (field == 14)
-            ut = strtoull(tok, NULL, 10);
-        else if (field == 15)
-            st = strtoull(tok, NULL, 10);
-    }
-    if (field < 15)
-        return -1;
-    long hz = sysconf(_SC_CLK_TCK);
-    return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
-}
-
-/* VmRSS of a process in KiB; -1 if unreadable. */
-static long
-proc_rss_kb(int pid)
-{
-    char path[64], line[256];
-    long kb = -1;
-    if (pid <= 0)
-        return -1;
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kb = strtol(line + 6, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-/* Busy CPU-seconds of the whole machine (all CPUs) from /proc/stat. */
-static double
-machine_busy(void)
-{
-    char line[512];
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return -1;
-    double busy = -1;
-    if (fgets(line, sizeof line, f) && strncmp(line, "cpu ", 4) == 0) {
-        unsigned long long v[10] = {0};
-        int n = sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu",
-                       &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
-        if (n >= 5) {
-            /* user nice system idle iowait irq softirq steal */
-            unsigned long long b = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-            long hz = sysconf(_SC_CLK_TCK);
-            busy = (double)b / (double)(hz > 0 ? hz : 100);
-        }
-    }
-    fclose(f);
-    return busy;
-}
-
-/* ------------------------------------------------------------------ */
-/* log-linear histogram: exact below 128, then 64 linear sub-buckets    */
-/* per power of two (relative error < 1.6 %)                           */
-
-#define H_SUB_BITS 6
-#define H_SUB (1u << H_SUB_BITS)
-
-static unsigned
-h_index(uint64_t v)
-{
-    if (v < 2 * H_SUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned shift = msb - H_SUB_BITS;
-    uint64_t m = v >> shift;
-    return 2 * H_SUB + (shift - 1) * H_SUB + (unsigned)(m - H_SUB);
-}
-
-static uint64_t
-h_upper(unsigned idx)
-{
-    if (idx < 2 * H_SUB)
-        return idx;
-    unsigned shift = (idx - 2 * H_SUB) / H_SUB + 1;
-    uint64_t m = (idx - 2 * H_SUB) % H_SUB + H_SUB;
-    return ((m + 1) << shift) - 1;
-}
-
-static void
-h_add(struct hist *h, uint64_t v)
-{
-    h->b[h_index(v)]++;
-    h->n++;
-    h->sum += v;
-    if (v > h->max)
-        h->max = v;
-}
-
-/* value at percentile p (0..100): upper edge of its bucket, <= max */
-static uint64_t
-h_pct(const struct hist *h, double p)
-{
-    if (h->n == 0)
-        return 0;
-    double wf = p / 100.0 * (double)h->n;
-    uint64_t want = (uint64_t)wf;
-    if ((double)want < wf)
-        want++; /* ceil without libm */
-    if (want < 1)
-        want = 1;
-    uint64_t cum = 0;
-    for (unsigned i = 0; i < sizeof h->b / sizeof h->b[0]; i++) {
-        cum += h->b[i];
-        if (cum >= want) {
-            uint64_t u = h_upper(i);
-            return u < h->max ? u : h->max;
-        }
-    }
-    return h->max;
 }
 
 /* ------------------------------------------------------------------ */
@@ -497,7 +267,7 @@ conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
         if (w < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 if (O.verbose)
-                    logmsg("conn %d: send: %s", c->idx, strerror(errno));
+                    lg_log("conn %d: send: %s", c->idx, strerror(errno));
                 unexpected_eof++;
                 conn_close(c, true);
                 return false;
@@ -520,7 +290,7 @@ conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
             size_t cap = c->out_cap ? c->out_cap : 4096;
             while (cap < c->out_len + n)
                 cap *= 2;
-            c->out = xrealloc(c->out, cap);
+            c->out = lg_xrealloc(c->out, cap);
             c->out_cap = cap;
         }
     }
@@ -533,59 +303,19 @@ conn_send_raw(struct conn *c, const uint8_t *p, size_t n)
     return true;
 }
 
-/*
- * Build one masked client frame in the shared send buffer and send it.
- * The payload is copied after a 14-byte header slot; the header is
- * written right before it so header + payload leave in one send().
- */
-static uint8_t *
-frame_slot(size_t len)
-{
-    if (14 + len > sbuf_cap) {
-        sbuf_cap = 14 + len + 4096;
-        sbuf = xrealloc(sbuf, sbuf_cap);
-    }
-    return sbuf + 14;
-}
-
+/* Send the frame of len payload bytes built in lg_frame_slot(len). */
 static bool
 ws_send_slot(struct conn *c, uint8_t opcode, size_t len)
 {
-    uint8_t *pl = sbuf + 14;
-    size_t hl = 2 + 4 + (len < 126 ? 0 : len <= 0xFFFF ? 2 : 8);
-    uint8_t *h = pl - hl;
-    h[0] = (uint8_t)(0x80 | opcode);
-    if (len < 126) {
-        h[1] = (uint8_t)(0x80 | len);
-    } else if (len <= 0xFFFF) {
-        h[1] = 0x80 | 126;
-        h[2] = (uint8_t)(len >> 8);
-        h[3] = (uint8_t)len;
-    } else {
-        h[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++)
-            h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
-    }
-    uint32_t key = rng32();
-    uint8_t mk[4];
-    memcpy(mk, &key, 4);
-    memcpy(pl - 4, mk, 4);
-    size_t i = 0;
-    for (; i + 4 <= len; i += 4) {
-        uint32_t w;
-        memcpy(&w, pl + i, 4);
-        w ^= key;
-        memcpy(pl + i, &w, 4);
-    }
-    for (; i < len; i++)
-        pl[i] ^= mk[i & 3];
-    return conn_send_raw(c, h, hl + len);
+    size_t n;
+    const uint8_t *h = lg_frame_seal(opcode, len, &n);
+    return conn_send_raw(c, h, n);
 }
 
 static bool
 ws_send(struct conn *c, uint8_t opcode, const void *data, size_t len)
 {
-    uint8_t *pl = frame_slot(len);
+    uint8_t *pl = lg_frame_slot(len);
     if (len)
         memcpy(pl, data, len);
     return ws_send_slot(c, opcode, len);
@@ -734,14 +464,14 @@ send_relay(struct conn *c, uint64_t t_int)
         return;
     }
     size_t padn = (size_t)O.size;
-    uint8_t *pl = frame_slot(c->prefix_len + 72 + padn);
+    uint8_t *pl = lg_frame_slot(c->prefix_len + 72 + padn);
     size_t n = 0;
     memcpy(pl, c->prefix, c->prefix_len);
     n += c->prefix_len;
-    n += fmt_u64((char *)pl + n, c->next_seq);
+    n += lg_fmt_u64((char *)pl + n, c->next_seq);
     memcpy(pl + n, ",\"t\":", 5);
     n += 5;
-    n += fmt_u64((char *)pl + n, t_int - t_base);
+    n += lg_fmt_u64((char *)pl + n, t_int - t_base);
     memcpy(pl + n, ",\"pad\":\"", 8);
     n += 8;
     memcpy(pl + n, pad_str, padn);
@@ -841,7 +571,7 @@ note_server_error(const struct conn *c, const uint8_t *d, size_t len)
     server_errors++;
     if (errs_printed < MAX_ERR_PRINT) {
         errs_printed++;
-        logmsg("conn %d: server says: %.*s", c->idx,
+        lg_log("conn %d: server says: %.*s", c->idx,
                (int)(len > 300 ? 300 : len), (const char *)d);
     }
 }
@@ -849,13 +579,13 @@ note_server_error(const struct conn *c, const uint8_t *d, size_t len)
 static void
 relay_received(struct conn *c, const uint8_t *d, size_t len)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     uint64_t seq, t;
     if (!scan_u64(d, len, "\"seq\"", 5, &seq) ||
         !scan_u64(d, len, "\"t\"", 3, &t)) {
         bad_payload++;
         if (bad_payload <= 3)
-            logmsg("conn %d: unparsable relay message: %.*s", c->idx,
+            lg_log("conn %d: unparsable relay message: %.*s", c->idx,
                    (int)(len > 200 ? 200 : len), (const char *)d);
         return;
     }
@@ -870,7 +600,7 @@ relay_received(struct conn *c, const uint8_t *d, size_t len)
     if (!check_sender(c, d, len)) {
         bad_from++;
         if (bad_from <= 3)
-            logmsg("conn %d: wrong or missing sender: %.*s", c->idx,
+            lg_log("conn %d: wrong or missing sender: %.*s", c->idx,
                    (int)(len > 200 ? 200 : len), (const char *)d);
     }
     if (seq != c->expect_seq) {
@@ -886,7 +616,7 @@ relay_received(struct conn *c, const uint8_t *d, size_t len)
     if (t_int >= t_meas0 && t_int < t_meas1) {
         uint64_t lat = now > t_int ? now - t_int : 0;
         recv_win++;
-        h_add(&h_lat, lat);
+        lg_h_add(&h_lat, lat);
         size_t slot = (size_t)((t_int - t_meas0) / SLOT_NS);
         uint64_t us = lat / 1000;
         if (slot < n_slots && us > slot_max_us[slot])
@@ -965,14 +695,14 @@ handle_frame(struct conn *c, bool fin, uint8_t op, const uint8_t *d, size_t len)
             return false;
         }
     append:
-        if (c->frag_len + len > MAX_FRAME) {
+        if (c->frag_len + len > LG_MAX_FRAME) {
             proto_errors++;
             conn_close(c, true);
             return false;
         }
         if (c->frag_len + len > c->frag_cap) {
             c->frag_cap = (c->frag_len + len) * 2 + 256;
-            c->frag = xrealloc(c->frag, c->frag_cap);
+            c->frag = lg_xrealloc(c->frag, c->frag_cap);
         }
         memcpy(c->frag + c->frag_len, d, len);
         c->frag_len += len;
@@ -1003,7 +733,7 @@ handle_frame(struct conn *c, bool fin, uint8_t op, const uint8_t *d, size_t len)
             server_closes++;
             if (errs_printed < MAX_ERR_PRINT) {
                 errs_printed++;
-                logmsg("conn %d: server closed with %u %.*s", c->idx, code,
+                lg_log("conn %d: server closed with %u %.*s", c->idx, code,
                        (int)(len > 2 ? len - 2 : 0), (const char *)d + 2);
             }
             uint8_t cl[2] = {d[0], d[1]};
@@ -1028,48 +758,20 @@ parse_frames(struct conn *c, uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (n - off >= 2) {
-        uint8_t b0 = p[off], b1 = p[off + 1];
-        bool fin = b0 & 0x80;
-        uint8_t op = b0 & 0x0F;
-        bool masked = b1 & 0x80;
-        uint64_t plen = b1 & 0x7F;
-        size_t hl = 2;
-        if (b0 & 0x70) { /* no extensions were negotiated */
+        struct lg_frame f;
+        int r = lg_frame_head(p + off, n - off, &f);
+        if (r < 0) {
             proto_errors++;
             conn_close(c, true);
             return n;
         }
-        if (plen == 126) {
-            if (n - off < 4)
-                break;
-            plen = (uint64_t)p[off + 2] << 8 | p[off + 3];
-            hl = 4;
-        } else if (plen == 127) {
-            if (n - off < 10)
-                break;
-            plen = 0;
-            for (int i = 0; i < 8; i++)
-                plen = plen << 8 | p[off + 2 + i];
-            hl = 10;
-        }
-        if (masked)
-            hl += 4;
-        if (plen > MAX_FRAME) {
-            proto_errors++;
-            conn_close(c, true);
-            return n;
-        }
-        if (n - off < hl + plen)
+        if (r == 0)
             break;
-        uint8_t *d = p + off + hl;
-        if (masked) { /* servers must not mask; unmask, count, go on */
+        uint8_t *d = p + off + f.hl;
+        if (f.masked) /* servers must not mask; unmasked, counted, go on */
             masked_rx++;
-            const uint8_t *mk = p + off + hl - 4;
-            for (uint64_t i = 0; i < plen; i++)
-                d[i] ^= mk[i & 3];
-        }
-        off += hl + (size_t)plen;
-        if (!handle_frame(c, fin, op, d, (size_t)plen))
+        off += f.hl + (size_t)f.plen;
+        if (!handle_frame(c, f.fin, f.op, d, (size_t)f.plen))
             return n;
     }
     return off;
@@ -1092,73 +794,6 @@ send_join(struct conn *c)
     ws_send_text(c, buf);
 }
 
-/* HTTP 101 head in p[0..n): returns head length, 0 if incomplete, -1 bad */
-static long
-parse_upgrade(struct conn *c, const uint8_t *p, size_t n)
-{
-    const uint8_t *end = memmem(p, n, "\r\n\r\n", 4);
-    if (!end) {
-        if (n > MAX_HTTP_HEAD)
-            return -1;
-        return 0;
-    }
-    size_t hl = (size_t)(end - p) + 4;
-    if (hl < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0) {
-        if (errs_printed < MAX_ERR_PRINT) {
-            errs_printed++;
-            const uint8_t *eol = memmem(p, hl, "\r\n", 2);
-            logmsg("conn %d: upgrade refused: %.*s", c->idx,
-                   (int)(eol ? eol - p : 40), (const char *)p);
-        }
-        return -1;
-    }
-    /* expected accept = base64(SHA1(key + GUID)) */
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    char cat[128];
-    int cl = snprintf(cat, sizeof cat, "%s%s", c->key, WS_GUID);
-    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
-    unsigned char want[64];
-    EVP_EncodeBlock(want, md, (int)mdlen);
-    bool up = false, conn_up = false, acc_ok = false;
-    /* walk header lines */
-    const uint8_t *line = memmem(p, hl, "\r\n", 2) + 2;
-    while (line < p + hl - 2) {
-        const uint8_t *eol = memmem(line, (size_t)(p + hl - line), "\r\n", 2);
-        if (!eol)
-            break;
-        const uint8_t *colon = memchr(line, ':', (size_t)(eol - line));
-        if (colon) {
-            size_t nl = (size_t)(colon - line);
-            const uint8_t *v = colon + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            size_t vl = (size_t)(eol - v);
-            while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-                vl--;
-            if (nl == 7 && strncasecmp((const char *)line, "upgrade", 7) == 0)
-                up = vl == 9 &&
-                     strncasecmp((const char *)v, "websocket", 9) == 0;
-            else if (nl == 10 &&
-                     strncasecmp((const char *)line, "connection", 10) == 0)
-                conn_up = memmem(v, vl, "pgrade", 6) != NULL; /* Upgrade */
-            else if (nl == 20 && strncasecmp((const char *)line,
-                                             "sec-websocket-accept", 20) == 0)
-                acc_ok = vl == strlen((char *)want) && memcmp(v, want, vl) == 0;
-        }
-        line = eol + 2;
-    }
-    if (!up || !conn_up || !acc_ok) {
-        if (errs_printed < MAX_ERR_PRINT) {
-            errs_printed++;
-            logmsg("conn %d: bad 101 (upgrade %d, connection %d, accept %d)",
-                   c->idx, up, conn_up, acc_ok);
-        }
-        return -1;
-    }
-    return (long)hl;
-}
-
 static void on_read_body(evutil_socket_t fd, struct conn *c);
 
 static void
@@ -1178,22 +813,19 @@ on_read_body(evutil_socket_t fd, struct conn *c)
 {
     for (int iter = 0; iter < 8; iter++) {
         /* leftovers first, then fresh bytes after them */
-        if (c->in_len + 65536 > scratch_cap) {
-            scratch_cap = c->in_len * 2 + SCRATCH_MIN;
-            scratch = xrealloc(scratch, scratch_cap);
-        }
+        lg_scratch_reserve(c->in_len);
         size_t have = c->in_len;
         if (have)
-            memcpy(scratch, c->in, have);
-        size_t room = scratch_cap - have;
-        ssize_t r = recv(fd, scratch + have, room, MSG_DONTWAIT);
+            memcpy(lg_scratch, c->in, have);
+        size_t room = lg_scratch_cap - have;
+        ssize_t r = recv(fd, lg_scratch + have, room, MSG_DONTWAIT);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                        errno != EINTR)) {
             if (phase != PH_DONE && !c->closing) {
                 unexpected_eof++;
                 if (errs_printed < MAX_ERR_PRINT) {
                     errs_printed++;
-                    logmsg("conn %d: connection %s (state %d)", c->idx,
+                    lg_log("conn %d: connection %s (state %d)", c->idx,
                            r == 0 ? "closed by server" : strerror(errno),
                            c->st);
                 }
@@ -1206,7 +838,8 @@ on_read_body(evutil_socket_t fd, struct conn *c)
         size_t n = have + (size_t)r;
         size_t off = 0;
         if (c->st == CS_HANDSHAKE) {
-            long hl = parse_upgrade(c, scratch, n);
+            long hl = lg_ws_upgrade(lg_scratch, n, c->key, c->idx,
+                                    &errs_printed, MAX_ERR_PRINT);
             if (hl < 0) {
                 conn_close(c, true);
                 return;
@@ -1219,33 +852,23 @@ on_read_body(evutil_socket_t fd, struct conn *c)
             if ((O.dialect == D_P2PMESH || O.dialect == D_YWEBRTC) &&
                 (O.idle == 0 || O.idle_join)) {
                 c->st = CS_JOINING;
-                c->t_phase = mono_ns();
+                c->t_phase = lg_mono_ns();
                 send_join(c);
             } else if (O.dialect == D_PEERJS) {
                 c->st = CS_JOINING; /* until OPEN */
-                c->t_phase = mono_ns();
+                c->t_phase = lg_mono_ns();
             } else {
                 conn_ready(c);
             }
             if (c->st == CS_CLOSED)
                 return;
         }
-        off += parse_frames(c, scratch + off, n - off);
+        off += parse_frames(c, lg_scratch + off, n - off);
         if (c->st == CS_CLOSED)
             return;
     keep:
-        c->in_len = n - off;
-        if (c->in_len) {
-            if (c->in_len > c->in_cap) {
-                c->in_cap = c->in_len + 1024;
-                c->in = xrealloc(c->in, c->in_cap);
-            }
-            memmove(c->in, scratch + off, c->in_len);
-        } else if (c->in_cap > 16384) {
-            free(c->in);
-            c->in = NULL;
-            c->in_cap = 0;
-        }
+        lg_keep_input(&c->in, &c->in_len, &c->in_cap, lg_scratch + off,
+                      n - off);
         if ((size_t)r < room)
             return; /* drained the socket */
     }
@@ -1268,14 +891,11 @@ on_connected(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)what;
     c->wev_on = false;
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
-        err = errno;
+    int err = lg_sock_error(fd);
     if (err) {
         if (errs_printed < MAX_ERR_PRINT) {
             errs_printed++;
-            logmsg("conn %d: connect: %s", c->idx, strerror(err));
+            lg_log("conn %d: connect: %s", c->idx, strerror(err));
         }
         conn_close(c, true);
         return;
@@ -1296,72 +916,44 @@ on_connected(evutil_socket_t fd, short what, void *arg)
         else
             snprintf(room, sizeof room, "%s", O.room);
         n = snprintf(req, sizeof req,
-                     "GET /?room=%s HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                     "\r\n",
+                     "GET /?room=%s HTTP/1.1\r\n"
+                     "Host: %s:%d\r\n" LG_WS_UPGRADE_HEADERS,
                      room, O.host, port, c->key);
     } else if (O.dialect == D_YWEBRTC) {
         n = snprintf(req, sizeof req,
-                     "GET / HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                     "\r\n",
+                     "GET / HTTP/1.1\r\nHost: %s:%d\r\n" LG_WS_UPGRADE_HEADERS,
                      O.host, port, c->key);
     } else {
         char tok[24];
         rand_hex(tok, 8);
         n = snprintf(req, sizeof req,
                      "GET %speerjs?key=peerjs&id=%s&token=%s HTTP/1.1\r\n"
-                     "Host: %s:%d\r\n"
-                     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                     "\r\n",
+                     "Host: %s:%d\r\n" LG_WS_UPGRADE_HEADERS,
                      O.path, c->id, tok, O.host, port, c->key);
     }
     c->st = CS_HANDSHAKE;
-    c->t_phase = mono_ns();
+    c->t_phase = lg_mono_ns();
     conn_send_raw(c, (const uint8_t *)req, (size_t)n);
 }
 
 static bool
 conn_start(struct conn *c)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        logmsg("socket: %s", strerror(errno));
+    int fd = lg_socket(c->idx, n_src);
+    if (fd < 0)
         return false;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (n_src > 1) {
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        struct sockaddr_in sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sin_family = AF_INET;
-        sa.sin_addr.s_addr = htonl(0x7F000001u + (uint32_t)(c->idx % n_src));
-        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-            logmsg("bind 127.0.0.%d: %s", 1 + c->idx % n_src, strerror(errno));
-            close(fd);
-            return false;
-        }
-    }
     c->fd = fd;
     c->st = CS_CONNECTING;
-    c->t_phase = mono_ns();
+    c->t_phase = lg_mono_ns();
     in_setup++;
-    unsigned char raw[16];
-    if (RAND_bytes(raw, 16) != 1)
-        for (int i = 0; i < 16; i++)
-            raw[i] = (unsigned char)rng32();
-    EVP_EncodeBlock((unsigned char *)c->key, raw, 16);
+    lg_ws_key(c->key);
     event_assign(&c->wev, base, fd, EV_WRITE, on_connected, c);
     const struct sockaddr_in *dst = on_port_b(c) ? &dst_addr_b : &dst_addr;
     if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0 &&
         errno != EINPROGRESS) {
         if (errs_printed < MAX_ERR_PRINT) {
             errs_printed++;
-            logmsg("conn %d: connect: %s", c->idx, strerror(errno));
+            lg_log("conn %d: connect: %s", c->idx, strerror(errno));
         }
         conn_close(c, true);
         return true;
@@ -1392,7 +984,7 @@ setup_progress(void)
     }
     busy = false;
     if (phase == PH_SETUP && next_connect >= nconns && in_setup == 0) {
-        t_setup_done = mono_ns();
+        t_setup_done = lg_mono_ns();
         if (O.idle)
             idle_all_open();
         else
@@ -1417,7 +1009,7 @@ sched_run(void)
 {
     if (phase != PH_WARMUP && phase != PH_MEASURE)
         return UINT64_MAX;
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     int senders = 2 * O.pairs;
     int budget = 20000; /* bound one callback; the rest follows at once */
     while (budget-- > 0) {
@@ -1427,7 +1019,7 @@ sched_run(void)
             break;
         struct conn *c = &conns[sched_k % (uint64_t)senders];
         if (t_int >= t_meas0)
-            h_add(&h_lag, now - t_int);
+            lg_h_add(&h_lag, now - t_int);
         send_relay(c, t_int);
         sched_k++;
     }
@@ -1451,7 +1043,7 @@ on_sched(evutil_socket_t fd, short what, void *arg)
     uint64_t next = sched_run();
     if (next == UINT64_MAX || O.spin)
         return; /* the phase timer ends the run */
-    uint64_t now2 = mono_ns();
+    uint64_t now2 = lg_mono_ns();
     uint64_t d = next > now2 ? next - now2 : 0;
     struct timeval tv = {(time_t)(d / 1000000000ull),
                          (suseconds_t)((d % 1000000000ull) / 1000)};
@@ -1461,7 +1053,7 @@ on_sched(evutil_socket_t fd, short what, void *arg)
 static void
 arm_phase_timer(uint64_t at)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     uint64_t d = at > now ? at - now : 0;
     struct timeval tv = {(time_t)(d / 1000000000ull),
                          (suseconds_t)((d % 1000000000ull) / 1000)};
@@ -1476,22 +1068,22 @@ on_phase(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     if (phase == PH_WARMUP) {
         phase = PH_MEASURE;
-        t_acct0 = mono_ns();
-        srv_cpu0 = proc_cpu(O.pid);
-        srvb_cpu0 = proc_cpu(O.pid_b);
-        aux_cpu0 = proc_cpu(O.aux_pid);
-        cli_cpu0 = cpu_self();
-        mach_cpu0 = machine_busy();
+        t_acct0 = lg_mono_ns();
+        srv_cpu0 = lg_proc_cpu(O.pid);
+        srvb_cpu0 = lg_proc_cpu(O.pid_b);
+        aux_cpu0 = lg_proc_cpu(O.aux_pid);
+        cli_cpu0 = lg_cpu_self();
+        mach_cpu0 = lg_machine_busy();
         arm_phase_timer(t_meas1);
     } else if (phase == PH_MEASURE) {
-        t_acct1 = mono_ns();
-        srv_cpu1 = proc_cpu(O.pid);
-        srvb_cpu1 = proc_cpu(O.pid_b);
-        aux_cpu1 = proc_cpu(O.aux_pid);
-        cli_cpu1 = cpu_self();
-        mach_cpu1 = machine_busy();
-        srv_rss1 = proc_rss_kb(O.pid);
-        srvb_rss1 = proc_rss_kb(O.pid_b);
+        t_acct1 = lg_mono_ns();
+        srv_cpu1 = lg_proc_cpu(O.pid);
+        srvb_cpu1 = lg_proc_cpu(O.pid_b);
+        aux_cpu1 = lg_proc_cpu(O.aux_pid);
+        cli_cpu1 = lg_cpu_self();
+        mach_cpu1 = lg_machine_busy();
+        srv_rss1 = lg_proc_rss_kb(O.pid);
+        srvb_rss1 = lg_proc_rss_kb(O.pid_b);
         phase = PH_DRAIN;
         arm_phase_timer(t_acct1 + (uint64_t)(O.drain * 1e9));
     } else if (phase == PH_DRAIN) {
@@ -1508,7 +1100,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     if (phase == PH_SETUP) {
         uint64_t jt = (uint64_t)(O.join_timeout * 1e9);
         for (int i = 0; i < nconns; i++) {
@@ -1524,7 +1116,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
         }
         if (phase == PH_SETUP &&
             now - t_setup_start > (uint64_t)(O.setup_timeout * 1e9)) {
-            logmsg("setup timed out: %d ready, %d failed, %d in progress of %d",
+            lg_log("setup timed out: %d ready, %d failed, %d in progress of %d",
                    n_ready, n_failed, in_setup, nconns);
             if (O.idle) {
                 /* report what we have */
@@ -1544,7 +1136,7 @@ on_tick(evutil_socket_t fd, short what, void *arg)
             (O.dialect != D_YWEBRTC || echo_win >= sent_win))
             finish();
     } else if (phase == PH_SETTLE) {
-        long r = proc_rss_kb(O.pid);
+        long r = lg_proc_rss_kb(O.pid);
         if (r > srv_rss_max)
             srv_rss_max = r;
     }
@@ -1567,7 +1159,7 @@ on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    logmsg("overall deadline reached; stopping");
+    lg_log("overall deadline reached; stopping");
     exit_code = 1;
     finish();
 }
@@ -1578,7 +1170,7 @@ on_sigint(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    logmsg("interrupted");
+    lg_log("interrupted");
     exit_code = 1;
     finish();
 }
@@ -1587,7 +1179,7 @@ static void
 start_run(void)
 {
     if (n_ready != nconns) {
-        logmsg("setup failed: %d of %d connections ready (%d failed)", n_ready,
+        lg_log("setup failed: %d of %d connections ready (%d failed)", n_ready,
                nconns, n_failed);
         exit_code = 1;
         finish();
@@ -1595,7 +1187,7 @@ start_run(void)
     }
     for (int i = 0; i < nconns; i++)
         build_prefix(&conns[i]);
-    uint64_t now = mono_ns();
+    uint64_t now = lg_mono_ns();
     t_run0 = now + (uint64_t)(O.start_delay * 1e9); /* default 20 ms */
     t_meas0 = t_run0 + (uint64_t)(O.warmup * 1e9);
     t_meas1 = t_meas0 + (uint64_t)(O.duration * 1e9);
@@ -1605,7 +1197,7 @@ start_run(void)
         n_slots = 0;
     phase = PH_WARMUP;
     if (O.verbose)
-        logmsg("all %d connections ready in %.2f s (%d join unacked)", nconns,
+        lg_log("all %d connections ready in %.2f s (%d join unacked)", nconns,
                (double)(t_setup_done - t_setup_start) / 1e9, n_join_unacked);
     arm_phase_timer(t_meas0);
     /* the schedule (open loop) or the first tokens (closed loop) start at
@@ -1626,7 +1218,7 @@ closed_loop_kick(void)
 {
     for (int p = 0; p < O.pairs; p++)
         for (int w = 0; w < O.window; w++)
-            send_relay(&conns[2 * p], mono_ns());
+            send_relay(&conns[2 * p], lg_mono_ns());
 }
 
 static void
@@ -1634,9 +1226,9 @@ idle_all_open(void)
 {
     phase = PH_SETTLE;
     if (O.verbose)
-        logmsg("%d of %d idle connections open in %.2f s", n_ready, nconns,
+        lg_log("%d of %d idle connections open in %.2f s", n_ready, nconns,
                (double)(t_setup_done - t_setup_start) / 1e9);
-    arm_phase_timer(mono_ns() + (uint64_t)(O.settle * 1e9));
+    arm_phase_timer(lg_mono_ns() + (uint64_t)(O.settle * 1e9));
 }
 
 /* ------------------------------------------------------------------ */
@@ -1740,9 +1332,10 @@ report_relay(void)
                srv >= 0 && win > 0 ? srv / win : -1, per_cpu, cli,
                win > 0 ? cli / win : 0, mach, other, O.spin ? "true" : "false",
                srv_rss1, h_lat.n, h_lat.n ? US(h_lat.sum / h_lat.n) : 0,
-               US(h_pct(&h_lat, 50)), US(h_pct(&h_lat, 90)),
-               US(h_pct(&h_lat, 99)), US(h_pct(&h_lat, 99.9)), US(h_lat.max),
-               US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)), US(h_lag.max),
+               US(lg_h_pct(&h_lat, 50)), US(lg_h_pct(&h_lat, 90)),
+               US(lg_h_pct(&h_lat, 99)), US(lg_h_pct(&h_lat, 99.9)),
+               US(h_lat.max), US(lg_h_pct(&h_lag, 50)),
+               US(lg_h_pct(&h_lag, 99)), US(h_lag.max),
                (double)(t_setup_done - t_setup_start) / 1e9,
                exit_code == 0 ? "true" : "false");
         printf("\"port_b\":%d,\"msg_bytes\":%zu,\"server_a_cpu_s\":%.3f,"
@@ -1796,12 +1389,13 @@ report_relay(void)
                 other);
         printf("latency us         p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  "
                "max %.1f  (n %" PRIu64 ")\n",
-               US(h_pct(&h_lat, 50)), US(h_pct(&h_lat, 90)),
-               US(h_pct(&h_lat, 99)), US(h_pct(&h_lat, 99.9)), US(h_lat.max),
-               h_lat.n);
+               US(lg_h_pct(&h_lat, 50)), US(lg_h_pct(&h_lat, 90)),
+               US(lg_h_pct(&h_lat, 99)), US(lg_h_pct(&h_lat, 99.9)),
+               US(h_lat.max), h_lat.n);
         if (O.rate > 0)
             printf("send lag us        p50 %.1f  p99 %.1f  max %.1f\n",
-                   US(h_pct(&h_lag, 50)), US(h_pct(&h_lag, 99)), US(h_lag.max));
+                   US(lg_h_pct(&h_lag, 50)), US(lg_h_pct(&h_lag, 99)),
+                   US(h_lag.max));
         printf("stalls (>%u ms, by intended send time):\n", STALL_US / 1000);
         print_stalls(stdout, false);
     }
@@ -1905,21 +1499,10 @@ usage(FILE *f)
         "  --verbose          progress on stderr\n");
 }
 
-static double
-parse_num(const char *s, const char *name)
-{
-    char *e;
-    double v = strtod(s, &e);
-    if (e == s || *e || v < 0 || !isfinite(v)) {
-        logmsg("bad value for %s: %s", name, s);
-        exit(2);
-    }
-    return v;
-}
-
 int
 main(int argc, char **argv)
 {
+    lg_progname = "pm-loadgen";
     memset(&O, 0, sizeof O);
     snprintf(O.host, sizeof O.host, "127.0.0.1");
     O.port = 8080;
@@ -2011,7 +1594,7 @@ main(int argc, char **argv)
                      strcmp(optarg, "localhost") == 0 ? "127.0.0.1" : optarg);
             break;
         case OPT_PORT:
-            O.port = (int)parse_num(optarg, "--port");
+            O.port = (int)lg_parse_num(optarg, "--port");
             break;
         case OPT_DIALECT:
             if (strcmp(optarg, "p2pmesh") == 0)
@@ -2022,63 +1605,63 @@ main(int argc, char **argv)
                      strcmp(optarg, "y-webrtc") == 0)
                 O.dialect = D_YWEBRTC;
             else {
-                logmsg("unknown dialect %s", optarg);
+                lg_log("unknown dialect %s", optarg);
                 return 2;
             }
             break;
         case OPT_PAIRS:
-            O.pairs = (int)parse_num(optarg, "--pairs");
+            O.pairs = (int)lg_parse_num(optarg, "--pairs");
             break;
         case OPT_RATE:
-            O.rate = parse_num(optarg, "--rate");
+            O.rate = lg_parse_num(optarg, "--rate");
             break;
         case OPT_WINDOW:
-            O.window = (int)parse_num(optarg, "--window");
+            O.window = (int)lg_parse_num(optarg, "--window");
             break;
         case OPT_DURATION:
-            O.duration = parse_num(optarg, "--duration");
+            O.duration = lg_parse_num(optarg, "--duration");
             break;
         case OPT_WARMUP:
-            O.warmup = parse_num(optarg, "--warmup");
+            O.warmup = lg_parse_num(optarg, "--warmup");
             break;
         case OPT_SIZE:
-            O.size = (int)parse_num(optarg, "--size");
+            O.size = (int)lg_parse_num(optarg, "--size");
             break;
         case OPT_PID:
-            O.pid = (int)parse_num(optarg, "--pid");
+            O.pid = (int)lg_parse_num(optarg, "--pid");
             break;
         case OPT_IDLE:
-            O.idle = (int)parse_num(optarg, "--idle");
+            O.idle = (int)lg_parse_num(optarg, "--idle");
             break;
         case OPT_NOJOIN:
             O.idle_join = false;
             break;
         case OPT_SETTLE:
-            O.settle = parse_num(optarg, "--settle");
+            O.settle = lg_parse_num(optarg, "--settle");
             break;
         case OPT_ROOM:
             snprintf(O.room, sizeof O.room, "%s", optarg);
             break;
         case OPT_ROOMSIZE:
-            O.room_size = (int)parse_num(optarg, "--room-size");
+            O.room_size = (int)lg_parse_num(optarg, "--room-size");
             break;
         case OPT_PATH:
             snprintf(O.path, sizeof O.path, "%s", optarg);
             break;
         case OPT_SRC:
-            O.src_addrs = (int)parse_num(optarg, "--src-addrs");
+            O.src_addrs = (int)lg_parse_num(optarg, "--src-addrs");
             break;
         case OPT_CONC:
-            O.concurrency = (int)parse_num(optarg, "--concurrency");
+            O.concurrency = (int)lg_parse_num(optarg, "--concurrency");
             break;
         case OPT_SETUPTO:
-            O.setup_timeout = parse_num(optarg, "--setup-timeout");
+            O.setup_timeout = lg_parse_num(optarg, "--setup-timeout");
             break;
         case OPT_JOINTO:
-            O.join_timeout = parse_num(optarg, "--join-timeout");
+            O.join_timeout = lg_parse_num(optarg, "--join-timeout");
             break;
         case OPT_DRAIN:
-            O.drain = parse_num(optarg, "--drain");
+            O.drain = lg_parse_num(optarg, "--drain");
             break;
         case OPT_JSON:
             O.json = true;
@@ -2093,16 +1676,16 @@ main(int argc, char **argv)
             O.spin = true;
             break;
         case OPT_PORTB:
-            O.port_b = (int)parse_num(optarg, "--port-b");
+            O.port_b = (int)lg_parse_num(optarg, "--port-b");
             break;
         case OPT_PIDB:
-            O.pid_b = (int)parse_num(optarg, "--pid-b");
+            O.pid_b = (int)lg_parse_num(optarg, "--pid-b");
             break;
         case OPT_AUXPID:
-            O.aux_pid = (int)parse_num(optarg, "--aux-pid");
+            O.aux_pid = (int)lg_parse_num(optarg, "--aux-pid");
             break;
         case OPT_STARTDELAY:
-            O.start_delay = parse_num(optarg, "--start-delay");
+            O.start_delay = lg_parse_num(optarg, "--start-delay");
             break;
         case OPT_HELP:
             usage(stdout);
@@ -2120,33 +1703,33 @@ main(int argc, char **argv)
         O.start_delay > 60 || O.window < 1 || O.window > 1000 ||
         O.size > (1 << 20) || O.concurrency < 1 || O.duration <= 0 ||
         O.duration > 3600 || O.warmup > 3600 || O.settle > 3600) {
-        logmsg("option out of range");
+        lg_log("option out of range");
         return 2;
     }
     if (O.idle == 0 && (O.pairs < 1 || O.pairs > 9000)) {
-        logmsg("--pairs must be 1..9000");
+        lg_log("--pairs must be 1..9000");
         return 2;
     }
     if (O.idle < 0 || O.idle > 100000) {
-        logmsg("--idle must be 0..100000");
+        lg_log("--idle must be 0..100000");
         return 2;
     }
     for (const char *s = O.room; *s; s++)
         if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_') {
-            logmsg("--room: letters, digits, - and _ only");
+            lg_log("--room: letters, digits, - and _ only");
             return 2;
         }
     memset(&dst_addr, 0, sizeof dst_addr);
     dst_addr.sin_family = AF_INET;
     dst_addr.sin_port = htons((uint16_t)O.port);
     if (inet_pton(AF_INET, O.host, &dst_addr.sin_addr) != 1) {
-        logmsg("--host must be an IPv4 address: %s", O.host);
+        lg_log("--host must be an IPv4 address: %s", O.host);
         return 2;
     }
     dst_addr_b = dst_addr;
     dst_addr_b.sin_port = htons((uint16_t)O.port_b);
     if ((ntohl(dst_addr.sin_addr.s_addr) >> 24) != 127 && !O.allow_remote) {
-        logmsg("refusing non-loopback host %s (see --allow-remote)", O.host);
+        lg_log("refusing non-loopback host %s (see --allow-remote)", O.host);
         return 2;
     }
 
@@ -2159,7 +1742,7 @@ main(int argc, char **argv)
     getrlimit(RLIMIT_NOFILE, &rl);
     nconns = O.idle ? O.idle : 2 * O.pairs;
     if ((rlim_t)nconns + 32 > rl.rlim_cur) {
-        logmsg("%d connections need more than the fd limit %llu", nconns,
+        lg_log("%d connections need more than the fd limit %llu", nconns,
                (unsigned long long)rl.rlim_cur);
         return 2;
     }
@@ -2169,9 +1752,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake at the intended times */
 
-    if (RAND_bytes((unsigned char *)&rng_state, sizeof rng_state) != 1 ||
-        rng_state == 0)
-        rng_state = mono_ns() | 1;
+    lg_rng_seed();
 
     struct event_config *cfg = event_config_new();
     event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
@@ -2179,21 +1760,18 @@ main(int argc, char **argv)
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (!base) {
-        logmsg("event_base_new failed");
+        lg_log("event_base_new failed");
         return 1;
     }
 
-    scratch_cap = SCRATCH_MIN;
-    scratch = xrealloc(NULL, scratch_cap);
-    sbuf_cap = 14 + (size_t)O.size + 4096;
-    sbuf = xrealloc(NULL, sbuf_cap);
-    pad_str = xrealloc(NULL, (size_t)O.size + 1);
+    lg_bufs_init((size_t)O.size);
+    pad_str = lg_xrealloc(NULL, (size_t)O.size + 1);
     memset(pad_str, 'x', (size_t)O.size);
     pad_str[O.size] = '\0';
 
     conns = calloc((size_t)nconns, sizeof *conns);
     if (!conns) {
-        logmsg("out of memory");
+        lg_log("out of memory");
         return 1;
     }
     for (int i = 0; i < nconns; i++) {
@@ -2222,14 +1800,14 @@ main(int argc, char **argv)
     struct timeval dl = {(time_t)total, 0};
     event_add(ev_deadline, &dl);
 
-    t_base = mono_ns();
+    t_base = lg_mono_ns();
     t_meas0 = t_meas1 = UINT64_MAX; /* nothing is "in window" yet */
     /* RSS and CPU baseline before any connection (idle mode) */
     if (O.idle) {
-        srv_rss0 = proc_rss_kb(O.pid);
-        srv_cpu0 = proc_cpu(O.pid);
+        srv_rss0 = lg_proc_rss_kb(O.pid);
+        srv_cpu0 = lg_proc_cpu(O.pid);
     }
-    t_setup_start = mono_ns();
+    t_setup_start = lg_mono_ns();
     setup_progress();
     if (phase != PH_DONE && O.spin) {
         /* bounded by the deadline timer, which ends the phase */
@@ -2243,19 +1821,19 @@ main(int argc, char **argv)
     }
 
     if (O.idle) {
-        srv_rss1 = proc_rss_kb(O.pid);
+        srv_rss1 = lg_proc_rss_kb(O.pid);
         if (srv_rss1 > srv_rss_max)
             srv_rss_max = srv_rss1;
-        srv_cpu1 = proc_cpu(O.pid);
+        srv_cpu1 = lg_proc_cpu(O.pid);
         report_idle();
     } else if (t_acct1) {
         if (recv_win == 0 && exit_code == 0) {
-            logmsg("no relayed message arrived");
+            lg_log("no relayed message arrived");
             exit_code = 3;
         }
         report_relay();
     } else {
-        logmsg("no measurement (setup failed or interrupted)");
+        lg_log("no measurement (setup failed or interrupted)");
         if (exit_code == 0)
             exit_code = 1;
     }
@@ -2269,7 +1847,7 @@ main(int argc, char **argv)
     }
     if (server_errors || server_closes || unexpected_eof || proto_errors ||
         bad_from || bad_payload)
-        logmsg("problems: %" PRIu64 " server errors, %" PRIu64
+        lg_log("problems: %" PRIu64 " server errors, %" PRIu64
                " server closes, %" PRIu64 " unexpected eof, %" PRIu64
                " protocol errors, %" PRIu64 " wrong sender, %" PRIu64
                " bad payload",
@@ -2283,8 +1861,7 @@ main(int argc, char **argv)
     if (ev_hb)
         event_free(ev_hb);
     free(conns);
-    free(scratch);
-    free(sbuf);
+    lg_bufs_free();
     free(pad_str);
     free(slot_max_us);
     event_base_free(base);

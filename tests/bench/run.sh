@@ -109,10 +109,15 @@ build_loadgen() {
     local cc=${CC:-cc} flags
     flags=$(pkg-config --cflags --libs libevent openssl) ||
         die "pkg-config cannot find libevent or openssl"
-    if [ ! -x "$loadgen" ] || [ "$here/pm-loadgen.c" -nt "$loadgen" ]; then
+    local src
+    for src in "$here/pm-loadgen.c" "$here/lg_common.c" "$here/lg_common.h"; do
+        if [ "$src" -nt "$loadgen" ]; then rm -f "$loadgen"; fi
+    done
+    if [ ! -x "$loadgen" ]; then
         log "building pm-loadgen"
         # shellcheck disable=SC2086 # flags is a word list
-        "$cc" -O2 -Wall -o "$loadgen" "$here/pm-loadgen.c" $flags
+        "$cc" -O2 -Wall -o "$loadgen" "$here/pm-loadgen.c" "$here/lg_common.c" \
+            $flags
     fi
 }
 
