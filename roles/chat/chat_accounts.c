@@ -271,7 +271,6 @@ check_done(void *arg, const struct pm_db_res *res)
     cJSON *o;
 
     if (!chat_db_ok(r, res))
-
         return;
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "available", res->nrows == 0);
@@ -394,7 +393,6 @@ login_stamped(void *arg, const struct pm_db_res *res)
     cJSON *o;
 
     if (!chat_db_ok(r, res))
-
         return;
     (*r->chat->stats.logins)++;
     o = cJSON_CreateObject();
@@ -426,7 +424,6 @@ login_loaded(void *arg, const struct pm_db_res *res)
     struct chat_req *r = arg;
 
     if (!chat_db_ok(r, res))
-
         return;
     if (res->nrows == 1) {
         chat_account_from_row(&r->acct, res, 0);
@@ -486,7 +483,6 @@ profile_done(void *arg, const struct pm_db_res *res)
     cJSON *o;
 
     if (!chat_db_ok(r, res))
-
         return;
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "success", true);
@@ -647,7 +643,6 @@ deleted(void *arg, const struct pm_db_res *res)
     cJSON *o;
 
     if (!chat_db_ok(r, res))
-
         return;
     chat_fanout_kick(r->chat, r->acct.id, INT64_MAX, "account deleted");
     pm_log(PM_LOG_INFO, "user_deleted", "user %s (id %lld)", r->acct.name,

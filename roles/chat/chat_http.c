@@ -145,7 +145,6 @@ auth_loaded(void *arg, const struct pm_db_res *res)
     char who[CHAT_ID_SIZE];
 
     if (!chat_db_ok(r, res))
-
         return;
     if (res->nrows == 0) {
         /* The account was deleted: its tokens died with it. */

@@ -324,7 +324,6 @@ rooms_listed(void *arg, const struct pm_db_res *res)
     int i;
 
     if (!chat_db_ok(r, res))
-
         return;
     o = cJSON_CreateObject();
     arr = cJSON_AddArrayToObject(o, "rooms");

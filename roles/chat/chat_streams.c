@@ -93,7 +93,6 @@ key_stored(void *arg, const struct pm_db_res *res)
     cJSON *o;
 
     if (!chat_db_ok(r, res))
-
         return;
     pm_log(PM_LOG_INFO, "stream_key_issued", "user %s", r->acct.name);
     o = cJSON_CreateObject();
@@ -137,7 +136,6 @@ streams_listed(void *arg, const struct pm_db_res *res)
     int i;
 
     if (!chat_db_ok(r, res))
-
         return;
     o = cJSON_CreateObject();
     arr = cJSON_AddArrayToObject(o, "streams");
@@ -175,7 +173,6 @@ status_counted(void *arg, const struct pm_db_res *res)
     cJSON *o;
 
     if (!chat_db_ok(r, res))
-
         return;
     o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "activeStreams", (double)live);

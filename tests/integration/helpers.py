@@ -638,11 +638,12 @@ def get_metrics(port):
 
 
 def duration_ms(text):
-    """Parse 250ms / 30s / 5m / 1h / bare seconds into milliseconds."""
-    m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h)?\s*", text)
+    """Parse 250ms / 30s / 5m / 1h / 7d / bare seconds into milliseconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h|d)?\s*", text)
     assert m, "not a duration: %r" % text
     n = int(m.group(1))
-    return n * {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, None: 1000}[m.group(2)]
+    return n * {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000,
+                None: 1000}[m.group(2)]
 
 
 def size_bytes(text):

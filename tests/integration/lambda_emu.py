@@ -186,16 +186,19 @@ class SigV4Verifier:
 # ============================================================== HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
+class EmuServer(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 for an emulator (emu.violations
+    collects handler exceptions) that tracks its open connections, so that
+    drop_connections() can cut them (also used by s3_emu.py)."""
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, emu, handler):
+    def __init__(self, emu, handler, port=0):
         self.emu = emu
         self.conns = set()
         self.accepted = 0
         self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__(("127.0.0.1", port), handler)
 
     @property
     def port(self):
@@ -1437,7 +1440,7 @@ class Emulator:
         self.dynamodb_url = "http://127.0.0.1:%d" % self._ddb.port
 
     def _serve(self, handler):
-        srv = _Server(self, handler)
+        srv = EmuServer(self, handler)
         th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         th.start()
         self._servers.append(srv)

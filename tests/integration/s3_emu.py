@@ -52,18 +52,18 @@ import datetime
 import hashlib
 import hmac
 import re
-import socket
-import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from lambda_emu import EmuServer
 
 DEFAULT_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 DEFAULT_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -210,43 +210,6 @@ class Record:
             self.method, self.path, self.body_len, self.verified,
             "" if self.verified else " (%s)" % self.reason.split("\n")[0],
             self.status, "" if self.code is None else " " + self.code)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, emu, port):
-        self.emu = emu
-        self.conns = set()
-        self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
-
-    def process_request(self, request, client_address):
-        with self._lock:
-            self.conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._lock:
-            self.conns.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, socket.timeout, OSError)):
-            return
-        self.emu.violations.append("emulator exception: %r" % (exc,))
-        super().handle_error(request, client_address)
-
-    def drop_connections(self):
-        with self._lock:
-            conns = list(self.conns)
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -399,7 +362,7 @@ class S3Emulator:
         self._cv = threading.Condition()
         self._fail = []  # [remaining, status, methods]
         self._holds = []  # [(methods, Event)]
-        self._srv = _Server(self, port)
+        self._srv = EmuServer(self, _Handler, port)
         self.port = self._srv.server_address[1]
         self.url = "http://127.0.0.1:%d" % self.port
         self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05},

@@ -25,7 +25,6 @@ from chat_fixtures import (
     user_id,
 )
 
-pytest_plugins = ["chat_fixtures"]
 
 USER_KEYS_REGISTER = {"username", "gender", "about", "firstName", "lastName"}
 USER_KEYS = {"username", "firstName", "lastName", "gender", "about"}

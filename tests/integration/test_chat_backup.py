@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-pytest.register_assert_rewrite("chat_fixtures", "s3_emu")
+pytest.register_assert_rewrite("s3_emu")
 
 import helpers  # noqa: E402
 from chat_fixtures import PASSWORD, SECRET, Client, api, register, run  # noqa: E402

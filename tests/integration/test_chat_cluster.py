@@ -12,7 +12,6 @@ import pytest
 
 from chat_fixtures import Client, close_all, register, run
 
-pytest_plugins = ["chat_fixtures"]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-pytest.register_assert_rewrite("chat_fixtures", "rtmp")
+pytest.register_assert_rewrite("rtmp")
 
 import rtmp  # noqa: E402
 from chat_fixtures import Backend, ChatServer, Client, SqliteDB, close_all, register, run  # noqa: E402

@@ -28,7 +28,6 @@ from chat_fixtures import (
     user_id,
 )
 
-pytest_plugins = ["chat_fixtures"]
 
 MESSAGE_KEYS = {"id", "room", "from", "body", "ts", "client_id"}
 ROOM_KEYS = {"id", "title", "kind", "members", "joined"}

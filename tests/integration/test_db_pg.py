@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pg"]  # the pg_server fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 

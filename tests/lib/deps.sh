@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 build_pkgs="build-essential autoconf automake pkg-config libevent-dev libssl-dev
   libhiredis-dev libpq-dev libsqlite3-dev libcjson-dev libraft-dev libuv1-dev
   uthash-dev libcrypt-dev check curl ca-certificates"
-test_pkgs="python3 python3-pytest python3-websockets python3-botocore python3-jwt python3-aiohttp
+test_pkgs="python3 python3-pytest python3-websockets python3-botocore python3-jwt
   openssl chromium nodejs npm zip binutils
   redis-server redis-tools postgresql nginx-light libnginx-mod-rtmp ffmpeg
   procps iproute2 util-linux"
