@@ -101,15 +101,19 @@ main(int argc, char **argv)
         rv = fail("%s", err);
         goto out;
     }
+    if (!print && !check && role->command != NULL &&
+        (rv = role->command(role_conf, stdout, err, sizeof err)) !=
+            PM_ENOTFOUND) {
+        rv = rv == PM_OK ? 0 : fail("%s", err);
+        goto out;
+    }
     if (print) {
         pm_config_print(cfg, stdout);
         rv = 0;
         goto out;
     }
     if (check) {
-        struct pm_tls_conf tc = {conf.tls_cert,      conf.tls_key,
-                                 conf.tls_cert_pem,  conf.tls_key_pem,
-                                 conf.tls_client_ca, conf.tls_min_version};
+        struct pm_tls_conf tc = pm_server_tls_conf(&conf);
         struct pm_tls *tls = NULL;
 
         if (pm_tls_wanted(&tc) &&

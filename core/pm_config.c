@@ -157,6 +157,40 @@ set_value(struct pm_config *cfg, const char *name, size_t len, const char *text,
     return PM_OK;
 }
 
+/* Set a's key from value v, with a's prefix and unit. */
+static int
+set_alias(struct pm_config *cfg, const struct pm_conf_alias *a, const char *v,
+          enum pm_conf_source src, char *err, size_t errlen)
+{
+    bool bare = *v != '\0' && strspn(v, "0123456789") == strlen(v);
+    char *full = pm_xasprintf("%s%s%s", a->prefix ? a->prefix : "", v,
+                              bare && a->unit ? a->unit : "");
+    int rv = set_value(cfg, a->key, strlen(a->key), full, src, err, errlen);
+
+    free(full);
+    return rv;
+}
+
+/*
+ * A key of a file line or flag: a known key, or a legacy name of the
+ * role's (seed config-file keys such as listen_port). PM_ENOTFOUND when
+ * neither.
+ */
+static int
+set_key(struct pm_config *cfg, const char *key, size_t klen, const char *v,
+        enum pm_conf_source src, char *err, size_t errlen)
+{
+    const struct pm_conf_alias *a;
+    int rv = set_value(cfg, key, klen, v, src, err, errlen);
+
+    if (rv != PM_ENOTFOUND)
+        return rv;
+    for (a = cfg->aliases; a != NULL && a->env != NULL; a++)
+        if (strlen(a->env) == klen && memcmp(a->env, key, klen) == 0)
+            return set_alias(cfg, a, v, src, err, errlen);
+    return PM_ENOTFOUND;
+}
+
 static char *
 trim(char *s)
 {
@@ -221,7 +255,7 @@ load_file(struct pm_config *cfg, const char *path, char *err, size_t errlen)
                 val = trim(val);
             }
         }
-        rv = set_value(cfg, key, strlen(key), val, PM_SRC_FILE, err, errlen);
+        rv = set_key(cfg, key, strlen(key), val, PM_SRC_FILE, err, errlen);
         if (rv == PM_ENOTFOUND) {
             fclose(f);
             return pm_errf(err, errlen, PM_EINVAL, "%s:%d: unknown key '%s'",
@@ -318,13 +352,7 @@ load_env(struct pm_config *cfg, char **envp, char *err, size_t errlen)
 
         PM_ASSERT(e != NULL);
         if (v != NULL && (a->prefix != NULL || a->unit != NULL)) {
-            bool bare = *v != '\0' && strspn(v, "0123456789") == strlen(v);
-            char *full = pm_xasprintf("%s%s%s", a->prefix ? a->prefix : "", v,
-                                      bare && a->unit ? a->unit : "");
-
-            rv = set_value(cfg, a->key, strlen(a->key), full, PM_SRC_ENV, err,
-                           errlen);
-            free(full);
+            rv = set_alias(cfg, a, v, PM_SRC_ENV, err, errlen);
         } else {
             rv = apply_env(cfg, e, envp, a->env, err, errlen);
         }
@@ -398,7 +426,7 @@ load_flags(struct pm_config *cfg, int argc, char **argv, char *err,
                                arg, arg);
             val = "true";
         }
-        rv = set_value(cfg, arg, klen, val, PM_SRC_FLAG, err, errlen);
+        rv = set_key(cfg, arg, klen, val, PM_SRC_FLAG, err, errlen);
         if (rv == PM_ENOTFOUND)
             return pm_errf(err, errlen, PM_EINVAL, "unknown option --%.*s",
                            (int)klen, arg);

@@ -53,10 +53,11 @@ struct pm_conf_key {
 };
 
 /*
- * A legacy environment name that sets a key (e.g. SIGNALING_PORT=port).
- * prefix (may be NULL) is put before the value (DB_PATH=x sets
- * database.url=sqlite:x); unit (may be NULL) is appended to a bare number
- * (STREAM_COOLDOWN_MS=10000 is "10000ms").
+ * A legacy name that sets a key: an environment name (SIGNALING_PORT
+ * sets port), also accepted as a config-file key or --flag (the seed
+ * config files' listen_port, the seed CLI's --server-ip). prefix (may be NULL)
+ * is put before the value (DB_PATH=x sets database.url=sqlite:x); unit (may be
+ * NULL) is appended to a bare number (STREAM_COOLDOWN_MS=10000 is "10000ms").
  */
 struct pm_conf_alias {
     const char *env;

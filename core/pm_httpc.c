@@ -1,9 +1,9 @@
 /*
  * pm_httpc: the HTTP/1.1 client. Connections are socket bufferevents
- * (with a bufferevent_openssl filter on top for https) and responses go
- * through a small bounded parser of its own: libevent 2.1.12's evhttp
- * client reconnects with a shut-down SSL object and has no "no timeout",
- * and the Runtime API needs both done right.
+ * (with a bufferevent_openssl filter on top for https) and responses are
+ * framed by pm_http's response-head parser and chunked-body scanner:
+ * libevent 2.1.12's evhttp client reconnects with a shut-down SSL object
+ * and has no "no timeout", and the Runtime API needs both done right.
  *
  * Owns the origins (scheme, host, port), each with its connections and a
  * FIFO of requests waiting for one; the connections (resolve, connect to
@@ -40,12 +40,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "pm_http.h"
 #include "pm_httpc.h"
 #include "pm_util.h"
 
 #define HTTPC_MAX_HEAD (64 * 1024)        /* status line and headers */
 #define HTTPC_MAX_BODY (16 * 1024 * 1024) /* decoded body */
-#define HTTPC_MAX_CHUNK_LINE 1024
 #define HTTPC_PER_ORIGIN 8
 #define HTTPC_CONNECT_MS 5000
 
@@ -69,7 +69,7 @@ struct req {
     bool queued;
     struct conn *conn; /* the connection it was written to */
     struct wire *wire;
-    bool head_only; /* HEAD: the response has no body */
+    char method[17]; /* as check_request allows; it frames the response */
     bool retried;
     uint64_t timeout_ms;
     struct event *timer; /* NULL without a timeout */
@@ -79,28 +79,19 @@ struct req {
 
 enum body_kind { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE };
 
-/* A response head, res.priv: the header array, then the head's text with
- * the names and values NUL-ended in place. One allocation. */
+/* A response head, res.priv: the header array, then the names and
+ * values NUL-ended. One allocation. */
 struct head {
     int status;
     bool keep_alive;
-    enum body_kind body;
-    size_t length; /* BODY_LENGTH */
+    size_t length; /* P_LENGTH */
     size_t n;
     struct pm_httpc_header hdr[];
 };
 
 enum conn_state { C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_IDLE, C_BUSY };
 
-enum parse_state {
-    P_HEAD,
-    P_LENGTH,
-    P_CLOSE,
-    P_CHUNK_SIZE,
-    P_CHUNK_DATA,
-    P_CHUNK_END,
-    P_TRAILER
-};
+enum parse_state { P_HEAD, P_LENGTH, P_CLOSE, P_CHUNKED };
 
 /* A name lookup in flight. A connection closed meanwhile only clears c:
  * evdns calls back later in any case and the lookup is freed then. */
@@ -122,11 +113,9 @@ struct conn {
     /* the response being read */
     enum parse_state ps;
     bool got_bytes;
-    size_t scanned; /* P_HEAD: bytes searched; P_TRAILER: bytes read */
-    size_t left;    /* P_CHUNK_DATA */
-    size_t body_len;
     struct head *head;
-    struct evbuffer *chunks; /* the decoded chunked body */
+    struct pm_http_chunked chunk; /* P_CHUNKED */
+    struct evbuffer *chunks;      /* the decoded chunked body */
 };
 
 struct origin {
@@ -323,143 +312,32 @@ req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- response parsing ----------------------------------------------- */
 
-/* Length of the head in p[0..n) up to its blank line, 0 if incomplete;
- * *scanned: bytes already searched. */
-static size_t
-head_end(const char *p, size_t n, size_t *scanned)
+/* Copy the parsed head pr for res.priv. */
+static struct head *
+head_new(const struct pm_http_response *pr)
 {
-    size_t i = *scanned > 2 ? *scanned - 2 : 0;
-
-    for (; i < n; i++) {
-        if (p[i] != '\n')
-            continue;
-        if (i + 1 < n && p[i + 1] == '\n')
-            return i + 2;
-        if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n')
-            return i + 3;
-    }
-    *scanned = n;
-    return 0;
-}
-
-/* The line at *cur, NUL-ended without its CR LF; *cur moves past it. */
-static char *
-next_line(char **cur)
-{
-    char *line = *cur, *nl = strchr(line, '\n');
-
-    *cur = nl + 1;
-    if (nl > line && nl[-1] == '\r')
-        nl--;
-    *nl = '\0';
-    return line;
-}
-
-static bool
-is_ows(char ch)
-{
-    return ch == ' ' || ch == '\t';
-}
-
-/* Whether the comma-separated list v holds tok (case-insensitive); last:
- * only as its last element. */
-static bool
-has_token(const char *v, const char *tok, bool last)
-{
-    bool found = false;
-
-    while (*v != '\0') {
-        const char *end = strchr(v, ',');
-        size_t n;
-
-        if (end == NULL)
-            end = v + strlen(v);
-        while (v < end && is_ows(*v))
-            v++;
-        n = (size_t)(end - v);
-        while (n > 0 && is_ows(v[n - 1]))
-            n--;
-        found = pm_strcaseeq(v, n, tok);
-        if (found && !last)
-            return true;
-        v = *end == ',' ? end + 1 : end;
-    }
-    return found;
-}
-
-/* Parse the head src[0..len) (ending with its blank line) into *out (set
- * even on failure); NULL or why it is bad. */
-static const char *
-head_parse(const char *src, size_t len, bool head_only, struct head **out)
-{
-    size_t lines = 0, i;
+    size_t size = sizeof(struct head), i;
     struct head *hd;
-    char *cur, *line;
-    bool http10, cl = false, te = false, chunked = false;
-    bool conn_close = false, conn_keep = false;
+    char *s;
 
-    if (memchr(src, '\0', len) != NULL)
-        return "bad response: NUL in the headers";
-    for (i = 0; i < len; i++)
-        lines += src[i] == '\n';
-    hd = pm_xcalloc(1, sizeof *hd + lines * sizeof hd->hdr[0] + len + 1);
-    *out = hd;
-    cur = (char *)&hd->hdr[lines];
-    memcpy(cur, src, len);
-    cur[len] = '\0';
-    line = next_line(&cur);
-    if (strncmp(line, "HTTP/1.", 7) != 0 ||
-        (line[7] != '0' && line[7] != '1') || line[8] != ' ' || line[9] < '1' ||
-        line[9] > '5' || line[10] < '0' || line[10] > '9' || line[11] < '0' ||
-        line[11] > '9' || (line[12] != ' ' && line[12] != '\0'))
-        return "bad response: bad status line";
-    http10 = line[7] == '0';
-    hd->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + line[11] - '0';
-    while ((line = next_line(&cur))[0] != '\0') {
-        char *colon = strchr(line, ':'), *sp = strpbrk(line, " \t"), *v, *e;
+    for (i = 0; i < pr->nheaders; i++)
+        size += sizeof hd->hdr[0] + pr->headers[i].name_len +
+                pr->headers[i].value_len + 2;
+    hd = pm_xcalloc(1, size);
+    hd->status = pr->status;
+    hd->n = pr->nheaders;
+    s = (char *)&hd->hdr[hd->n];
+    for (i = 0; i < hd->n; i++) {
+        const struct pm_http_header *h = &pr->headers[i];
 
-        if (colon == NULL || colon == line || (sp != NULL && sp < colon))
-            return "bad response: bad header line";
-        *colon = '\0';
-        for (v = colon + 1; is_ows(*v); v++)
-            ;
-        for (e = v + strlen(v); e > v && is_ows(e[-1]); e--)
-            ;
-        *e = '\0';
-        hd->hdr[hd->n].name = line;
-        hd->hdr[hd->n++].value = v;
-        if (strcasecmp(line, "Content-Length") == 0) {
-            size_t n = 0;
-            const char *d = v;
-
-            for (; *d >= '0' && *d <= '9'; d++)
-                if (n <= HTTPC_MAX_BODY) /* saturate: no overflow */
-                    n = n * 10 + (size_t)(*d - '0');
-            if (d == v || *d != '\0' || (cl && n != hd->length))
-                return "bad response: bad Content-Length";
-            cl = true;
-            hd->length = n;
-        } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
-            te = true;
-            chunked = has_token(v, "chunked", true);
-        } else if (strcasecmp(line, "Connection") == 0) {
-            conn_close |= has_token(v, "close", false);
-            conn_keep |= has_token(v, "keep-alive", false);
-        }
+        hd->hdr[i].name = memcpy(s, h->name, h->name_len);
+        s += h->name_len;
+        *s++ = '\0';
+        hd->hdr[i].value = memcpy(s, h->value, h->value_len);
+        s += h->value_len;
+        *s++ = '\0';
     }
-    if (head_only || hd->status < 200 || hd->status == 204 || hd->status == 304)
-        hd->body = BODY_NONE;
-    else if (te)
-        hd->body = chunked ? BODY_CHUNKED : BODY_CLOSE;
-    else if (cl)
-        hd->body = BODY_LENGTH;
-    else
-        hd->body = BODY_CLOSE;
-    if (hd->body == BODY_LENGTH && hd->length > HTTPC_MAX_BODY)
-        return "response body over 16 MiB";
-    hd->keep_alive =
-        (http10 ? conn_keep : !conn_close) && hd->body != BODY_CLOSE;
-    return NULL;
+    return hd;
 }
 
 /* ---- connections: reading ------------------------------------------- */
@@ -475,8 +353,6 @@ conn_start(struct conn *c, struct req *r)
     r->conn = c;
     c->ps = P_HEAD;
     c->got_bytes = false;
-    c->scanned = 0;
-    c->body_len = 0;
     r->wire->refs++;
     rc = evbuffer_add_reference(out, r->wire->data, r->wire->len, wire_sent,
                                 r->wire);
@@ -547,40 +423,63 @@ complete(struct conn *c, struct evbuffer *buf, size_t len)
 static bool
 read_head(struct conn *c, struct evbuffer *in)
 {
-    size_t avail = evbuffer_get_length(in), end;
+    size_t avail = evbuffer_get_length(in);
     size_t n = avail < HTTPC_MAX_HEAD ? avail : HTTPC_MAX_HEAD;
-    const char *p, *why;
+    struct pm_http_response pr;
+    enum body_kind body;
+    char why[PM_ERRMSG_SIZE];
+    int rc;
 
     if (n == 0)
         return false;
-    p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
-    end = head_end(p, n, &c->scanned);
-    if (end == 0) {
-        if (n == HTTPC_MAX_HEAD)
-            conn_fail(c, "response headers over 64 KiB");
+    rc =
+        pm_http_parse_response((const char *)evbuffer_pullup(in, (ev_ssize_t)n),
+                               n, HTTPC_MAX_HEAD, &pr);
+    if (rc == PM_EAGAIN)
+        return false;
+    if (rc == PM_ELIMIT) {
+        conn_fail(c, "response headers over 64 KiB");
         return false;
     }
-    why = head_parse(p, end, c->req->head_only, &c->head);
-    evbuffer_drain(in, end);
-    c->scanned = 0;
-    if (why != NULL) {
+    if (rc == PM_OK && pr.status > 599) {
+        rc = PM_EPROTO;
+        pr.error = "bad status line";
+    }
+    if (rc != PM_OK) {
+        snprintf(why, sizeof why, "bad response: %s", pr.error);
         conn_fail(c, why);
         return false;
     }
-    if (c->head->status < 200) { /* interim (100 Continue): skip */
-        free(c->head);
-        c->head = NULL;
+    if (pr.status < 200) { /* interim (100 Continue): skip */
+        evbuffer_drain(in, pr.head_len);
         return true;
     }
-    switch (c->head->body) {
+    if (!pm_http_response_has_body(&pr, c->req->method, strlen(c->req->method)))
+        body = BODY_NONE;
+    else if (pr.chunked)
+        body = BODY_CHUNKED;
+    else if (pr.content_length >= 0)
+        body = BODY_LENGTH;
+    else
+        body = BODY_CLOSE;
+    if (body == BODY_LENGTH && pr.content_length > HTTPC_MAX_BODY) {
+        conn_fail(c, "response body over 16 MiB");
+        return false;
+    }
+    c->head = head_new(&pr);
+    c->head->keep_alive = pr.keep_alive && body != BODY_CLOSE;
+    evbuffer_drain(in, pr.head_len);
+    switch (body) {
     case BODY_NONE:
         complete(c, NULL, 0);
         return false;
     case BODY_LENGTH:
         c->ps = P_LENGTH;
+        c->head->length = (size_t)pr.content_length;
         break;
     case BODY_CHUNKED:
-        c->ps = P_CHUNK_SIZE;
+        c->ps = P_CHUNKED;
+        pm_http_chunked_init(&c->chunk);
         c->chunks = evbuffer_new();
         break;
     case BODY_CLOSE:
@@ -590,68 +489,26 @@ read_head(struct conn *c, struct evbuffer *in)
     return true;
 }
 
-/* P_CHUNK_SIZE, P_CHUNK_END, P_TRAILER: one line. false: wait or stop. */
-static bool
-read_chunk_line(struct conn *c, struct evbuffer *in)
+/* P_CHUNKED: decode what the input holds; complete at the end. */
+static void
+read_chunked(struct conn *c, struct evbuffer *in)
 {
-    size_t eol, avail = evbuffer_get_length(in);
-    struct evbuffer_ptr at =
-        evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_CRLF);
-    char line[HTTPC_MAX_CHUNK_LINE];
-    size_t size = 0, len;
-    const char *s;
+    size_t avail = evbuffer_get_length(in), used;
+    bool done;
+    int rc;
 
-    if (at.pos < 0) {
-        if ((c->ps == P_CHUNK_SIZE && avail >= sizeof line) ||
-            (c->ps == P_CHUNK_END && avail >= 2) ||
-            (c->ps == P_TRAILER && c->scanned + avail > HTTPC_MAX_HEAD))
-            conn_fail(c, "bad response: bad chunked encoding");
-        return false;
-    }
-    len = (size_t)at.pos;
-    if (c->ps == P_CHUNK_END) {
-        evbuffer_drain(in, eol);
-        if (len != 0) {
-            conn_fail(c, "bad response: bad chunked encoding");
-            return false;
-        }
-        c->ps = P_CHUNK_SIZE;
-        return true;
-    }
-    if (c->ps == P_TRAILER) {
-        evbuffer_drain(in, len + eol);
-        c->scanned += len + eol;
-        if (c->scanned > HTTPC_MAX_HEAD) {
-            conn_fail(c, "response headers over 64 KiB");
-            return false;
-        }
-        if (len == 0)
-            complete(c, c->chunks, evbuffer_get_length(c->chunks));
-        return len != 0;
-    }
-    if (len >= sizeof line) {
+    if (avail == 0)
+        return;
+    /* the input holds only what arrived since the last call */
+    rc = pm_http_chunked_feed(&c->chunk, (const char *)evbuffer_pullup(in, -1),
+                              avail, c->chunks, &used, &done);
+    evbuffer_drain(in, used);
+    if (rc != PM_OK)
         conn_fail(c, "bad response: bad chunked encoding");
-        return false;
-    }
-    evbuffer_remove(in, line, len + eol);
-    line[len] = '\0';
-    for (s = line; *s != '\0' && strchr("0123456789abcdefABCDEF", *s); s++)
-        if (size <= HTTPC_MAX_BODY) /* saturate: no overflow */
-            size = size * 16 + (size_t)(*s <= '9'   ? *s - '0'
-                                        : *s <= 'F' ? *s - 'A' + 10
-                                                    : *s - 'a' + 10);
-    if (s == line || (*s != '\0' && *s != ';' && !is_ows(*s))) {
-        conn_fail(c, "bad response: bad chunked encoding");
-        return false;
-    }
-    if (size > HTTPC_MAX_BODY - c->body_len) {
+    else if (evbuffer_get_length(c->chunks) > HTTPC_MAX_BODY)
         conn_fail(c, "response body over 16 MiB");
-        return false;
-    }
-    c->body_len += size;
-    c->left = size;
-    c->ps = size == 0 ? P_TRAILER : P_CHUNK_DATA;
-    return true;
+    else if (done)
+        complete(c, c->chunks, evbuffer_get_length(c->chunks));
 }
 
 /* Read what the input holds of the response to c's request. */
@@ -662,7 +519,7 @@ conn_read(struct conn *c)
     bool more = true;
 
     while (more) {
-        size_t avail = evbuffer_get_length(in), n;
+        size_t avail = evbuffer_get_length(in);
 
         switch (c->ps) {
         case P_HEAD:
@@ -678,18 +535,9 @@ conn_read(struct conn *c)
                 conn_fail(c, "response body over 16 MiB");
             more = false;
             break;
-        case P_CHUNK_DATA:
-            n = avail < c->left ? avail : c->left;
-            evbuffer_remove_buffer(in, c->chunks, n);
-            c->left -= n;
-            if (c->left == 0)
-                c->ps = P_CHUNK_END;
-            more = n > 0;
-            break;
-        case P_CHUNK_SIZE:
-        case P_CHUNK_END:
-        case P_TRAILER:
-            more = read_chunk_line(c, in);
+        case P_CHUNKED:
+            read_chunked(c, in);
+            more = false;
             break;
         }
     }
@@ -1371,8 +1219,9 @@ pm_httpc_send(struct pm_httpc *h, const struct pm_httpc_req *req,
     r->o = origin_get(h, &u);
     r->cb = cb;
     r->arg = arg;
-    r->head_only = strcmp(req->method, "HEAD") == 0;
-    bodyless = r->head_only || strcmp(req->method, "GET") == 0;
+    pm_strlcpy(r->method, req->method, sizeof r->method);
+    bodyless =
+        strcmp(req->method, "HEAD") == 0 || strcmp(req->method, "GET") == 0;
     snprintf(clen, sizeof clen, "%zu", req->body_len);
     len = wire_write(NULL, req, &u, r->o,
                      bodyless && req->body_len == 0 ? NULL : clen);

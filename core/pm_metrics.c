@@ -304,21 +304,18 @@ emf_name(const struct series *s)
     return pm_xasprintf("%s%s%s", s->name, n ? "." : "", lab);
 }
 
-void
-pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
+/* The envelope of an EMF line: the log fields, _aws with one directive
+ * in namespace ns; *dims gets the dimension set, *mets the metric list. */
+static cJSON *
+emf_root(const char *ns, const char *role, cJSON **dims, cJSON **mets)
 {
-    cJSON *root = cJSON_CreateObject(), *aws, *cwm, *dir, *dims, *mets;
-    size_t i, count = 0;
-    char *line;
+    cJSON *root = cJSON_CreateObject(), *aws, *cwm, *dir, *set;
+    char ts[48];
 
     /* The fixed fields of every log line, so stdout stays uniform;
      * CloudWatch keeps them as properties of the EMF event. */
-    {
-        char ts[48];
-
-        pm_log_format_ts(ts, sizeof ts);
-        cJSON_AddStringToObject(root, "ts", ts);
-    }
+    pm_log_format_ts(ts, sizeof ts);
+    cJSON_AddStringToObject(root, "ts", ts);
     cJSON_AddStringToObject(root, "level", "info");
     cJSON_AddStringToObject(root, "role", role);
     cJSON_AddStringToObject(root, "event", "metrics_emf");
@@ -329,38 +326,75 @@ pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
     dir = cJSON_CreateObject();
     cJSON_AddItemToArray(cwm, dir);
     cJSON_AddStringToObject(dir, "Namespace", ns);
-    dims = cJSON_AddArrayToObject(dir, "Dimensions");
-    {
-        cJSON *set = cJSON_CreateArray();
+    set = cJSON_CreateArray();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(dir, "Dimensions"), set);
+    *dims = set;
+    *mets = cJSON_AddArrayToObject(dir, "Metrics");
+    return root;
+}
 
-        cJSON_AddItemToArray(set, cJSON_CreateString("role"));
-        cJSON_AddItemToArray(dims, set);
-    }
-    mets = cJSON_AddArrayToObject(dir, "Metrics");
-    /* CloudWatch takes at most 100 metrics per directive. */
-    for (i = 0; i < m->n && count < 100; i++) {
-        const struct series *s = m->s[i];
-        char *name;
-        cJSON *md;
-        double v;
+static void
+emf_metric(cJSON *root, cJSON *mets, const char *name, const char *unit,
+           double v)
+{
+    cJSON *md = cJSON_CreateObject();
 
-        if (s->kind == HISTOGRAM)
-            continue; /* EMF carries counts; the scrape has the buckets */
-        name = emf_name(s);
-        md = cJSON_CreateObject();
-        v = s->kind == COUNTER ? (double)s->v.counter : (double)s->v.gauge;
+    cJSON_AddStringToObject(md, "Name", name);
+    cJSON_AddStringToObject(md, "Unit", unit);
+    cJSON_AddItemToArray(mets, md);
+    cJSON_AddNumberToObject(root, name, v);
+}
 
-        cJSON_AddStringToObject(md, "Name", name);
-        cJSON_AddStringToObject(md, "Unit", "Count");
-        cJSON_AddItemToArray(mets, md);
-        cJSON_AddNumberToObject(root, name, v);
-        free(name);
-        count++;
-    }
-    line = cJSON_PrintUnformatted(root);
+static void
+emf_write(cJSON *root)
+{
+    char *line = cJSON_PrintUnformatted(root);
+
     cJSON_Delete(root);
     if (line != NULL) {
         pm_log_write_line(line);
         free(line);
     }
+}
+
+void
+pm_metrics_emit_emf(struct pm_metrics *m, const char *ns, const char *role)
+{
+    cJSON *dims, *mets, *root = emf_root(ns, role, &dims, &mets);
+    size_t i, count = 0;
+
+    cJSON_AddItemToArray(dims, cJSON_CreateString("role"));
+    /* CloudWatch takes at most 100 metrics per directive. */
+    for (i = 0; i < m->n && count < 100; i++) {
+        const struct series *s = m->s[i];
+        char *name;
+
+        if (s->kind == HISTOGRAM)
+            continue; /* EMF carries counts; the scrape has the buckets */
+        name = emf_name(s);
+        emf_metric(root, mets, name, "Count",
+                   s->kind == COUNTER ? (double)s->v.counter
+                                      : (double)s->v.gauge);
+        free(name);
+        count++;
+    }
+    emf_write(root);
+}
+
+void
+pm_metrics_emit_emf_values(const char *ns, const char *role,
+                           const char *const *dims,
+                           const struct pm_emf_value *v, size_t n)
+{
+    cJSON *set, *mets, *root = emf_root(ns, role, &set, &mets);
+    size_t i;
+
+    for (i = 0; dims != NULL && dims[i] != NULL && dims[i + 1] != NULL;
+         i += 2) {
+        cJSON_AddItemToArray(set, cJSON_CreateString(dims[i]));
+        cJSON_AddStringToObject(root, dims[i], dims[i + 1]);
+    }
+    for (i = 0; i < n; i++)
+        emf_metric(root, mets, v[i].name, v[i].unit, v[i].value);
+    emf_write(root);
 }

@@ -46,4 +46,19 @@ void pm_metrics_render(struct pm_metrics *m, struct evbuffer *out);
 void pm_metrics_emit_emf(struct pm_metrics *m, const char *ns,
                          const char *role);
 
+/* One named EMF value (Unit as CloudWatch spells it: Count, Seconds). */
+struct pm_emf_value {
+    const char *name;
+    const char *unit;
+    double value;
+};
+/*
+ * One EMF line of the given values in namespace ns, with dimensions
+ * dims: name, value, name, value, ..., NULL (the seed metrics of a role,
+ * e.g. Fluidity's ActiveConnections by ServiceName and ClusterName).
+ */
+void pm_metrics_emit_emf_values(const char *ns, const char *role,
+                                const char *const *dims,
+                                const struct pm_emf_value *v, size_t n);
+
 #endif

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pm_config.h"
 #include "pm_ws.h"
@@ -27,10 +28,11 @@ struct pm_http_request;
 struct pm_server;
 
 struct pm_role {
-    int abi;               /* PM_ROLE_ABI */
-    const char *name;      /* as typed after --role= */
-    const char *summary;   /* one line for --help */
-    uint16_t default_port; /* 0: no inbound listener */
+    int abi;                     /* PM_ROLE_ABI */
+    const char *name;            /* as typed after --role= */
+    const char *summary;         /* one line for --help */
+    uint16_t default_port;       /* 0: no inbound listener */
+    uint16_t default_admin_port; /* 0: health on the main port */
 
     /* Role config: keys under "<name>.", bound to a struct of conf_size.
      * base_keys (may be NULL) are another role's keys bound to the start
@@ -42,6 +44,10 @@ struct pm_role {
     const struct pm_conf_alias *env_aliases;
     /* Cross-field checks after parsing; PM_OK or PM_EINVAL + reason. */
     int (*validate)(const void *conf, char *err, size_t errlen);
+    /* A one-shot command asked for in the config (tunnel.gen_certs):
+     * PM_ENOTFOUND when none was (serve as usual), PM_OK when it ran
+     * (exit 0), another error with a reason (exit 2). Output to out. */
+    int (*command)(const void *conf, FILE *out, char *err, size_t errlen);
 
     /* Lifecycle. init allocates state (no network I/O); start runs with
      * listeners bound; stop begins the drain (core has already sent close
@@ -54,6 +60,14 @@ struct pm_role {
      * backup); the server waits for it within shutdown.grace. */
     bool (*busy)(void *state);
     void (*destroy)(void *state);
+    /* SIGHUP, after the core reloaded TLS and log.level: fresh holds the
+     * role's keys reread (borrowed for the call only; copy what is kept). */
+    void (*reload)(void *state, const void *fresh);
+
+    /* Raw connections: when set, every connection accepted on the main
+     * port is handed over here (fd is the role's to close; peer is the
+     * address as text) instead of to the HTTP layer. */
+    void (*accept)(void *state, int fd, const char *peer);
 
     /* A plain HTTP request core did not answer itself. Respond with
      * pm_conn_http_respond and return PM_OK, or PM_ENOTFOUND for a 404.

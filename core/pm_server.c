@@ -59,6 +59,10 @@ static struct pm_conf_key core_keys[] = {
      "PEM private key as text"},
     {"tls.client_ca", PM_CONF_STRING, OFF(tls_client_ca), NULL, 0, 0, NULL,
      "CA file: require and verify client certificates (mTLS)"},
+    {"tls.client_ca_pem", PM_CONF_STRING, OFF(tls_client_ca_pem), NULL, 0, 0,
+     NULL, "CA certificates as PEM text (instead of tls.client_ca)"},
+    {"tls.crl", PM_CONF_STRING, OFF(tls_crl), NULL, 0, 0, NULL,
+     "PEM CRL file checked against client certificates"},
     {"tls.min_version", PM_CONF_ENUM, OFF(tls_min_version), "1.2", 0, 0,
      tls_versions, "lowest TLS version: 1.2 or 1.3"},
     {"log.level", PM_CONF_ENUM, OFF(log_level), "info", 0, 0, levels,
@@ -139,6 +143,9 @@ struct pm_server {
     struct pm_conn_list conns;
     struct event *tick, *deadline, *emf;
     bool draining;
+    char *listen_addr; /* set by the role: instead of addr and port */
+    int listen_port;
+    bool no_admin; /* the role's listener replaces a default admin port */
     uint64_t start_ms;
     char public_url[512];
     int exit_code;
@@ -148,7 +155,7 @@ struct pm_config *
 pm_server_config_new(struct pm_core_conf *conf, const struct pm_role *role,
                      void *role_conf)
 {
-    static char port[8];
+    static char port[8], admin[8];
     struct pm_conf_table t[] = {
         {core_keys, conf},
         {role->base_keys, role_conf},
@@ -157,6 +164,8 @@ pm_server_config_new(struct pm_core_conf *conf, const struct pm_role *role,
 
     snprintf(port, sizeof port, "%u", (unsigned)role->default_port);
     core_keys[1].def = port;
+    snprintf(admin, sizeof admin, "%u", (unsigned)role->default_admin_port);
+    core_keys[2].def = admin;
     return pm_config_new(t, sizeof t / sizeof t[0], role->env_aliases);
 }
 
@@ -187,14 +196,39 @@ pm_server_conf_check(const struct pm_core_conf *conf, char *err, size_t errlen)
     return PM_OK;
 }
 
-static struct pm_tls_conf
-tls_conf(const struct pm_core_conf *c)
+struct pm_tls_conf
+pm_server_tls_conf(const struct pm_core_conf *c)
 {
-    struct pm_tls_conf t = {c->tls_cert,      c->tls_key,
-                            c->tls_cert_pem,  c->tls_key_pem,
-                            c->tls_client_ca, c->tls_min_version};
+    struct pm_tls_conf t = {
+        .cert = c->tls_cert,
+        .key = c->tls_key,
+        .cert_pem = c->tls_cert_pem,
+        .key_pem = c->tls_key_pem,
+        .client_ca = c->tls_client_ca,
+        .client_ca_pem = c->tls_client_ca_pem,
+        .crl = c->tls_crl,
+        .min_version = c->tls_min_version,
+    };
 
     return t;
+}
+
+void
+pm_server_set_listen(struct pm_server *srv, const char *addr, int port)
+{
+    free(srv->listen_addr);
+    srv->listen_addr = pm_xstrdup(addr);
+    srv->listen_port = port;
+    if (pm_config_source(srv->cfg, "admin_port") == PM_SRC_DEFAULT)
+        srv->no_admin = true;
+    snprintf(srv->public_url, sizeof srv->public_url, "http://%s:%d", addr,
+             port);
+}
+
+struct pm_tls *
+pm_server_tls(struct pm_server *srv)
+{
+    return srv->tls;
 }
 
 struct event_base *
@@ -265,18 +299,28 @@ count_rejected(struct pm_server *srv, const char *limit)
 
 /* ---- core HTTP endpoints ---------------------------------------------- */
 
+/* A core endpoint's answer, before it is written anywhere. */
+struct core_answer {
+    int status;
+    const char *ctype;
+    const char *extra;
+    struct evbuffer *body;
+};
+
 static void
-respond_json(struct pm_conn *c, int status, cJSON *o)
+answer_json(struct core_answer *a, int status, cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
 
-    pm_conn_http_respond(c, status, "application/json", NULL, s, strlen(s));
+    a->status = status;
+    a->ctype = "application/json";
+    evbuffer_add(a->body, s, strlen(s));
     free(s);
     cJSON_Delete(o);
 }
 
 static void
-serve_health(struct pm_server *srv, struct pm_conn *c)
+serve_health(struct pm_server *srv, struct core_answer *a)
 {
     cJSON *o = cJSON_CreateObject();
 
@@ -288,11 +332,11 @@ serve_health(struct pm_server *srv, struct pm_conn *c)
     cJSON_AddNumberToObject(o, "connections", (double)*srv->stats.ws_open);
     if (srv->role->health != NULL)
         srv->role->health(srv->role_state, o);
-    respond_json(c, srv->draining ? 503 : 200, o);
+    answer_json(a, srv->draining ? 503 : 200, o);
 }
 
 static void
-serve_ready(struct pm_server *srv, struct pm_conn *c)
+serve_ready(struct pm_server *srv, struct core_answer *a)
 {
     cJSON *o = cJSON_CreateObject(), *failing = cJSON_CreateArray();
 
@@ -303,33 +347,28 @@ serve_ready(struct pm_server *srv, struct pm_conn *c)
     if (cJSON_GetArraySize(failing) == 0) {
         cJSON_Delete(failing);
         cJSON_AddStringToObject(o, "status", "ready");
-        respond_json(c, 200, o);
+        answer_json(a, 200, o);
         return;
     }
     cJSON_AddStringToObject(o, "status", "unready");
     cJSON_AddItemToObject(o, "failing", failing);
-    respond_json(c, 503, o);
+    answer_json(a, 503, o);
 }
 
 static void
-serve_metrics(struct pm_server *srv, struct pm_conn *c)
+serve_metrics(struct pm_server *srv, struct core_answer *a)
 {
-    struct evbuffer *b = evbuffer_new();
-    size_t len;
-
-    pm_metrics_render(srv->metrics, b);
+    pm_metrics_render(srv->metrics, a->body);
     if (srv->role->metrics != NULL)
-        srv->role->metrics(srv->role_state, b);
-    len = evbuffer_get_length(b);
-    pm_conn_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8",
-                         NULL, evbuffer_pullup(b, -1), len);
-    evbuffer_free(b);
+        srv->role->metrics(srv->role_state, a->body);
+    a->status = 200;
+    a->ctype = "text/plain; version=0.0.4; charset=utf-8";
 }
 
-/* Serve /health, /ready, /metrics and aliases; false if not ours. */
+/* Answer /health, /ready, /metrics and aliases into a; false if not ours. */
 static bool
-serve_core(struct pm_server *srv, struct pm_conn *c,
-           const struct pm_http_request *req)
+core_answer(struct pm_server *srv, const struct pm_http_request *req,
+            struct core_answer *a)
 {
     const char *p = req->path;
     size_t n = req->path_len;
@@ -345,16 +384,51 @@ serve_core(struct pm_server *srv, struct pm_conn *c,
         return false;
     if (!pm_strcaseeq(req->method, req->method_len, "GET") &&
         !pm_strcaseeq(req->method, req->method_len, "HEAD")) {
-        pm_conn_http_status(c, 405, "Allow: GET, HEAD\r\n");
+        a->status = 405;
+        a->ctype = "text/plain; charset=utf-8";
+        a->extra = "Allow: GET, HEAD\r\n";
+        evbuffer_add_printf(a->body, "405 %s\n", pm_http_reason(405));
         return true;
     }
     if (what == HEALTH)
-        serve_health(srv, c);
+        serve_health(srv, a);
     else if (what == READY)
-        serve_ready(srv, c);
+        serve_ready(srv, a);
     else
-        serve_metrics(srv, c);
+        serve_metrics(srv, a);
     return true;
+}
+
+static bool
+serve_core(struct pm_server *srv, struct pm_conn *c,
+           const struct pm_http_request *req)
+{
+    struct core_answer a = {0, NULL, NULL, evbuffer_new()};
+    bool ours = core_answer(srv, req, &a);
+
+    if (ours)
+        pm_conn_http_respond(c, a.status, a.ctype, a.extra,
+                             evbuffer_pullup(a.body, -1),
+                             evbuffer_get_length(a.body));
+    evbuffer_free(a.body);
+    return ours;
+}
+
+bool
+pm_server_core_response(struct pm_server *srv,
+                        const struct pm_http_request *req, struct evbuffer *out,
+                        bool keep_alive)
+{
+    struct core_answer a = {0, NULL, NULL, evbuffer_new()};
+    bool ours = core_answer(srv, req, &a);
+
+    if (ours)
+        pm_http_write_response(
+            out, a.status, a.ctype, a.extra, evbuffer_pullup(a.body, -1),
+            evbuffer_get_length(a.body), keep_alive,
+            pm_strcaseeq(req->method, req->method_len, "HEAD"));
+    evbuffer_free(a.body);
+    return ours;
 }
 
 /* ---- WebSocket upgrade -------------------------------------------------- */
@@ -531,7 +605,19 @@ accept_conn(struct pm_server *srv, int fd, const struct sockaddr *sa,
 static void
 accept_main(int fd, const struct sockaddr *sa, void *arg)
 {
-    accept_conn(arg, fd, sa, false);
+    struct pm_server *srv = arg;
+    char peer[PM_ADDR_STRLEN];
+
+    if (srv->role->accept != NULL) {
+        int one = 1;
+
+        pm_addr_format(sa, peer);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        evutil_make_socket_nonblocking(fd);
+        srv->role->accept(srv->role_state, fd, peer);
+        return;
+    }
+    accept_conn(srv, fd, sa, false);
 }
 
 static void
@@ -647,7 +733,7 @@ on_reload(int signo, void *arg)
             pm_log_set_level(lv);
     }
     if (srv->tls != NULL) {
-        struct pm_tls_conf tc = tls_conf(&fresh);
+        struct pm_tls_conf tc = pm_server_tls_conf(&fresh);
 
         if (pm_tls_reload(srv->tls, &tc, err, sizeof err) != PM_OK)
             pm_log(PM_LOG_ERROR, "tls_reload_failed",
@@ -655,6 +741,8 @@ on_reload(int signo, void *arg)
         else
             pm_log(PM_LOG_INFO, "tls_reloaded", "TLS material reloaded");
     }
+    if (srv->role->reload != NULL)
+        srv->role->reload(srv->role_state, role_fresh);
     pm_log(PM_LOG_INFO, "reloaded", "configuration reloaded (log.level %s)",
            fresh.log_level);
 done:
@@ -728,7 +816,7 @@ pm_server_new(const struct pm_role *role, int argc, char **argv,
                  conf->tls_cert || conf->tls_cert_pem ? "https" : "http",
                  conf->addr, (long long)conf->port);
     {
-        struct pm_tls_conf tc = tls_conf(conf);
+        struct pm_tls_conf tc = pm_server_tls_conf(conf);
 
         if (pm_tls_wanted(&tc) &&
             (srv->tls = pm_tls_new(&tc, err, errlen)) == NULL)
@@ -751,13 +839,18 @@ pm_server_run(struct pm_server *srv, char *err, size_t errlen)
     if (srv->role->init(srv, srv->role_conf, &srv->role_state, err, errlen) !=
         PM_OK)
         return 2;
-    if (conf->port > 0 || srv->role->default_port > 0) {
+    if (srv->listen_addr != NULL) {
+        srv->main_l = pm_listener_new(base, srv->listen_addr, srv->listen_port,
+                                      accept_main, srv, err, errlen);
+        if (srv->main_l == NULL)
+            return 2;
+    } else if (conf->port > 0 || srv->role->default_port > 0) {
         srv->main_l = pm_listener_new(base, conf->addr, (int)conf->port,
                                       accept_main, srv, err, errlen);
         if (srv->main_l == NULL)
             return 2;
     }
-    if (conf->admin_port > 0) {
+    if (conf->admin_port > 0 && !srv->no_admin) {
         srv->admin_l = pm_listener_new(base, conf->addr, (int)conf->admin_port,
                                        accept_admin, srv, err, errlen);
         if (srv->admin_l == NULL)
@@ -822,6 +915,7 @@ pm_server_free(struct pm_server *srv)
         srv->role->destroy(srv->role_state);
     pm_listener_free(srv->main_l);
     pm_listener_free(srv->admin_l);
+    free(srv->listen_addr);
     if (srv->tick)
         event_free(srv->tick);
     if (srv->deadline)

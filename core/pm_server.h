@@ -13,8 +13,11 @@
 
 #include "pm_config.h"
 #include "pm_role.h"
+#include "pm_tls.h"
 
 struct event_base;
+struct evbuffer;
+struct pm_http_request;
 struct pm_metrics;
 
 /* Core keys (platform.md section 3); filled by pm_config. */
@@ -24,6 +27,7 @@ struct pm_core_conf {
     int64_t admin_port;
     char *public_url;
     char *tls_cert, *tls_key, *tls_cert_pem, *tls_key_pem, *tls_client_ca;
+    char *tls_client_ca_pem, *tls_crl;
     char *tls_min_version;
     char *log_level;
     char *log_format;
@@ -83,6 +87,9 @@ void pm_server_free(struct pm_server *srv);
 int pm_server_conf_check(const struct pm_core_conf *conf, char *err,
                          size_t errlen);
 
+/* The TLS settings of the core keys (strings borrowed from c). */
+struct pm_tls_conf pm_server_tls_conf(const struct pm_core_conf *c);
+
 /* For roles: stop the loop now; pm_server_run returns code. */
 void pm_server_exit(struct pm_server *srv, int code);
 
@@ -94,6 +101,22 @@ const struct pm_core_conf *pm_server_conf(const struct pm_server *srv);
 /* The URL clients should use (public_url, or derived from addr/port). */
 const char *pm_server_public_url(const struct pm_server *srv);
 bool pm_server_is_draining(const struct pm_server *srv);
+/*
+ * For a role's init: bind the main listener to addr:port instead of the
+ * addr and port keys (the tunnel agent's proxy_addr); a default
+ * admin_port is then not bound (an explicit one still is).
+ */
+void pm_server_set_listen(struct pm_server *srv, const char *addr, int port);
+/* The main port's TLS context (reloaded on SIGHUP), or NULL without TLS. */
+struct pm_tls *pm_server_tls(struct pm_server *srv);
+/*
+ * For roles that read requests themselves (the accept hook): when req is
+ * for /health, /ready, /metrics or an alias, append the complete answer
+ * to out and return true; false for any other path.
+ */
+bool pm_server_core_response(struct pm_server *srv,
+                             const struct pm_http_request *req,
+                             struct evbuffer *out, bool keep_alive);
 /* Run fn(arg) after the current callback returns (see pm_loop_defer). */
 void pm_server_defer(struct pm_server *srv, void (*fn)(void *), void *arg);
 

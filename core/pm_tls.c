@@ -1,10 +1,12 @@
 /*
- * pm_tls: the server SSL_CTX. Mozilla "intermediate" (TLS 1.2 with ECDHE
- * AEAD suites, TLS 1.3) or "modern" (tls.min_version = 1.3), no
+ * pm_tls: server and client SSL_CTX. Mozilla "intermediate" (TLS 1.2 with
+ * ECDHE AEAD suites, TLS 1.3) or "modern" (tls.min_version = 1.3), no
  * renegotiation, session tickets on, SSL_MODE_RELEASE_BUFFERS so an idle
- * TLS connection keeps ~15 KB instead of ~47 KB. A reload builds a whole
- * new context and swaps it in only when it is complete; SSL objects hold
- * a reference to the context they were made from.
+ * TLS connection keeps ~15 KB instead of ~47 KB. Peer verification: CA
+ * file or PEM text, an optional CRL, then the owner's leaf check. A
+ * client context remembers the newest session for resumption. A reload
+ * builds a whole new context and swaps it in only when it is complete;
+ * SSL objects hold a reference to the context they were made from.
  */
 #include "config.h"
 
@@ -31,7 +33,13 @@ static const char tls13_suites[] =
 
 struct pm_tls {
     SSL_CTX *ctx;
+    bool client;
+    SSL_SESSION *session; /* client: the latest ticket, for resumption */
+    pm_tls_check_fn check;
+    void *check_arg;
 };
+
+static const unsigned char sid_ctx[] = "p2pmesh";
 
 bool
 pm_tls_wanted(const struct pm_tls_conf *conf)
@@ -40,9 +48,8 @@ pm_tls_wanted(const struct pm_tls_conf *conf)
            conf->key_pem != NULL;
 }
 
-/* The first queued OpenSSL error as text, and clear the queue. */
-static const char *
-ssl_error_text(char *buf, size_t len)
+const char *
+pm_tls_error_text(char *buf, size_t len)
 {
     unsigned long e = ERR_peek_last_error();
 
@@ -67,7 +74,7 @@ load_pem_text(SSL_CTX *ctx, const char *cert_pem, const char *key_pem,
         X509_free(x);
         BIO_free(b);
         return pm_errf(err, errlen, PM_EINVAL, "tls.cert_pem: %s",
-                       ssl_error_text(e, sizeof e));
+                       pm_tls_error_text(e, sizeof e));
     }
     X509_free(x);
     while ((chain = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
@@ -84,22 +91,182 @@ load_pem_text(SSL_CTX *ctx, const char *cert_pem, const char *key_pem,
     if (pk == NULL || SSL_CTX_use_PrivateKey(ctx, pk) != 1) {
         EVP_PKEY_free(pk);
         return pm_errf(err, errlen, PM_EINVAL, "tls.key_pem: %s",
-                       ssl_error_text(e, sizeof e));
+                       pm_tls_error_text(e, sizeof e));
     }
     EVP_PKEY_free(pk);
     return PM_OK;
 }
 
-static SSL_CTX *
-build_ctx(const struct pm_tls_conf *conf, char *err, size_t errlen)
+/* Add every certificate of PEM text to store; the names to names. */
+static int
+load_ca_pem(X509_STORE *store, STACK_OF(X509_NAME) * names, const char *pem,
+            char *err, size_t errlen)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    X509 *x;
+    int n = 0;
+
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        X509_STORE_add_cert(store, x);
+        if (names != NULL)
+            sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(x)));
+        X509_free(x);
+        n++;
+    }
+    ERR_clear_error(); /* the end of the text reads as an error */
+    BIO_free(b);
+    if (n == 0)
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "tls.client_ca_pem: no PEM certificate found");
+    return PM_OK;
+}
+
+static int
+load_crl(X509_STORE *store, const char *path, char *err, size_t errlen)
+{
+    BIO *b = BIO_new_file(path, "r");
+    X509_CRL *crl;
+    int n = 0;
+    char e[256];
+
+    if (b == NULL)
+        return pm_errf(err, errlen, PM_EINVAL, "tls.crl %s: %s", path,
+                       pm_tls_error_text(e, sizeof e));
+    while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+        X509_STORE_add_crl(store, crl);
+        X509_CRL_free(crl);
+        n++;
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    if (n == 0)
+        return pm_errf(err, errlen, PM_EINVAL, "tls.crl %s: no PEM CRL found",
+                       path);
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    return PM_OK;
+}
+
+/* The verify callback: the chain's verdict, then the role's check. */
+static int
+verify_cb(int ok, X509_STORE_CTX *x)
+{
+    SSL *ssl;
+    struct pm_tls *tls;
+    char why[256] = "";
+
+    if (!ok || X509_STORE_CTX_get_error_depth(x) != 0)
+        return ok;
+    ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    tls = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (tls == NULL)
+        return 0; /* its owner freed it: refuse rather than skip the check */
+    if (tls->check == NULL)
+        return ok;
+    if (tls->check(tls->check_arg, ssl, X509_STORE_CTX_get_current_cert(x), why,
+                   sizeof why))
+        return 1;
+    pm_log(PM_LOG_INFO, "tls_peer_refused", "%s", why);
+    X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+}
+
+/* Client contexts keep the newest session the server handed out. */
+static int
+new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct pm_tls *tls = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+
+    if (tls == NULL)
+        return 0;
+    SSL_SESSION_free(tls->session);
+    tls->session = sess;
+    return 1; /* we keep the reference */
+}
+
+/* Our certificate and key, from files or PEM text. */
+static int
+load_identity(SSL_CTX *ctx, const struct pm_tls_conf *conf, char *err,
+              size_t errlen)
+{
+    char e[256];
+
+    if (conf->cert_pem != NULL || conf->key_pem != NULL) {
+        if (conf->cert_pem == NULL || conf->key_pem == NULL)
+            return pm_errf(err, errlen, PM_EINVAL,
+                           "tls.cert_pem and tls.key_pem must be set together");
+        if (load_pem_text(ctx, conf->cert_pem, conf->key_pem, err, errlen) !=
+            PM_OK)
+            return PM_EINVAL;
+    } else {
+        if (conf->cert == NULL || conf->key == NULL)
+            return pm_errf(err, errlen, PM_EINVAL,
+                           "tls.cert and tls.key must be set together");
+        if (SSL_CTX_use_certificate_chain_file(ctx, conf->cert) != 1)
+            return pm_errf(err, errlen, PM_EINVAL, "tls.cert %s: %s",
+                           conf->cert, pm_tls_error_text(e, sizeof e));
+        if (SSL_CTX_use_PrivateKey_file(ctx, conf->key, SSL_FILETYPE_PEM) != 1)
+            return pm_errf(err, errlen, PM_EINVAL, "tls.key %s: %s", conf->key,
+                           pm_tls_error_text(e, sizeof e));
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1)
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "the TLS private key does not match the certificate");
+    return PM_OK;
+}
+
+/* The CAs that verify the peer, and the CRL. */
+static int
+load_trust(SSL_CTX *ctx, const struct pm_tls_conf *conf, bool server, char *err,
+           size_t errlen)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    char e[256];
+
+    if (conf->client_ca_pem != NULL) {
+        STACK_OF(X509_NAME) *names = server ? sk_X509_NAME_new_null() : NULL;
+
+        if (load_ca_pem(store, names, conf->client_ca_pem, err, errlen) !=
+            PM_OK) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            return PM_EINVAL;
+        }
+        if (server)
+            SSL_CTX_set_client_CA_list(ctx, names);
+    } else {
+        STACK_OF(X509_NAME) *names =
+            server ? SSL_load_client_CA_file(conf->client_ca) : NULL;
+
+        if ((server && names == NULL) ||
+            SSL_CTX_load_verify_locations(ctx, conf->client_ca, NULL) != 1) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            return pm_errf(err, errlen, PM_EINVAL, "tls.client_ca %s: %s",
+                           conf->client_ca, pm_tls_error_text(e, sizeof e));
+        }
+        if (server)
+            SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    if (conf->crl != NULL && load_crl(store, conf->crl, err, errlen) != PM_OK)
+        return PM_EINVAL;
+    SSL_CTX_set_verify(ctx,
+                       server
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_PEER,
+                       verify_cb);
+    return PM_OK;
+}
+
+static SSL_CTX *
+build_ctx(const struct pm_tls_conf *conf, bool client, char *err, size_t errlen)
+{
+    SSL_CTX *ctx =
+        SSL_CTX_new(client ? TLS_client_method() : TLS_server_method());
     bool tls13 = conf->min_version && strcmp(conf->min_version, "1.3") == 0;
+    bool trust = conf->client_ca != NULL || conf->client_ca_pem != NULL;
     char e[256];
 
     if (ctx == NULL) {
         pm_errf(err, errlen, PM_EIO, "SSL_CTX_new: %s",
-                ssl_error_text(e, sizeof e));
+                pm_tls_error_text(e, sizeof e));
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, tls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
@@ -108,84 +275,105 @@ build_ctx(const struct pm_tls_conf *conf, char *err, size_t errlen)
     SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-
-    if (conf->cert_pem != NULL || conf->key_pem != NULL) {
-        if (conf->cert_pem == NULL || conf->key_pem == NULL) {
-            pm_errf(err, errlen, PM_EINVAL,
-                    "tls.cert_pem and tls.key_pem must be set together");
-            goto fail;
-        }
-        if (load_pem_text(ctx, conf->cert_pem, conf->key_pem, err, errlen) !=
-            PM_OK)
-            goto fail;
+    if (client) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+                                                SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
     } else {
-        if (conf->cert == NULL || conf->key == NULL) {
-            pm_errf(err, errlen, PM_EINVAL,
-                    "tls.cert and tls.key must be set together");
-            goto fail;
-        }
-        if (SSL_CTX_use_certificate_chain_file(ctx, conf->cert) != 1) {
-            pm_errf(err, errlen, PM_EINVAL, "tls.cert %s: %s", conf->cert,
-                    ssl_error_text(e, sizeof e));
-            goto fail;
-        }
-        if (SSL_CTX_use_PrivateKey_file(ctx, conf->key, SSL_FILETYPE_PEM) !=
-            1) {
-            pm_errf(err, errlen, PM_EINVAL, "tls.key %s: %s", conf->key,
-                    ssl_error_text(e, sizeof e));
-            goto fail;
-        }
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        /* Resumption with client certificates needs a session context. */
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
+    if ((!client || pm_tls_wanted(conf)) &&
+        load_identity(ctx, conf, err, errlen) != PM_OK)
+        goto fail;
+    if (client && !trust) {
         pm_errf(err, errlen, PM_EINVAL,
-                "the TLS private key does not match the certificate");
+                "a CA to verify the server is required (tls.client_ca)");
         goto fail;
     }
-    if (conf->client_ca != NULL) {
-        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(conf->client_ca);
-
-        if (names == NULL ||
-            SSL_CTX_load_verify_locations(ctx, conf->client_ca, NULL) != 1) {
-            sk_X509_NAME_pop_free(names, X509_NAME_free);
-            pm_errf(err, errlen, PM_EINVAL, "tls.client_ca %s: %s",
-                    conf->client_ca, ssl_error_text(e, sizeof e));
-            goto fail;
-        }
-        SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(
-            ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    }
+    if (trust && load_trust(ctx, conf, !client, err, errlen) != PM_OK)
+        goto fail;
     return ctx;
 fail:
     SSL_CTX_free(ctx);
     return NULL;
 }
 
-struct pm_tls *
-pm_tls_new(const struct pm_tls_conf *conf, char *err, size_t errlen)
+static struct pm_tls *
+tls_new(const struct pm_tls_conf *conf, bool client, char *err, size_t errlen)
 {
-    SSL_CTX *ctx = build_ctx(conf, err, errlen);
+    SSL_CTX *ctx = build_ctx(conf, client, err, errlen);
     struct pm_tls *tls;
 
     if (ctx == NULL)
         return NULL;
     tls = pm_xcalloc(1, sizeof *tls);
     tls->ctx = ctx;
+    tls->client = client;
+    SSL_CTX_set_app_data(ctx, tls);
     return tls;
+}
+
+struct pm_tls *
+pm_tls_new(const struct pm_tls_conf *conf, char *err, size_t errlen)
+{
+    return tls_new(conf, false, err, errlen);
+}
+
+struct pm_tls *
+pm_tls_client_new(const struct pm_tls_conf *conf, char *err, size_t errlen)
+{
+    return tls_new(conf, true, err, errlen);
 }
 
 int
 pm_tls_reload(struct pm_tls *tls, const struct pm_tls_conf *conf, char *err,
               size_t errlen)
 {
-    SSL_CTX *ctx = build_ctx(conf, err, errlen);
+    SSL_CTX *ctx = build_ctx(conf, tls->client, err, errlen);
 
     if (ctx == NULL)
         return PM_EINVAL;
+    /* SSL objects keep a reference to the context they were made from;
+     * it still points here, so their checks use the current settings. */
     SSL_CTX_free(tls->ctx);
     tls->ctx = ctx;
+    SSL_CTX_set_app_data(ctx, tls);
+    SSL_SESSION_free(tls->session);
+    tls->session = NULL;
     return PM_OK;
+}
+
+void
+pm_tls_set_check(struct pm_tls *tls, pm_tls_check_fn fn, void *arg)
+{
+    tls->check = fn;
+    tls->check_arg = arg;
+}
+
+SSL *
+pm_tls_new_ssl(struct pm_tls *tls, const char *verify_name)
+{
+    SSL *ssl = SSL_new(tls->ctx);
+
+    if (ssl == NULL)
+        return NULL;
+    if (!tls->client) {
+        SSL_set_accept_state(ssl);
+        return ssl;
+    }
+    SSL_set_connect_state(ssl);
+    if (verify_name != NULL) {
+        SSL_set_tlsext_host_name(ssl, verify_name);
+        if (SSL_set1_host(ssl, verify_name) != 1) {
+            SSL_free(ssl);
+            return NULL;
+        }
+    }
+    if (tls->session != NULL)
+        SSL_set_session(ssl, tls->session);
+    return ssl;
 }
 
 void
@@ -193,7 +381,9 @@ pm_tls_free(struct pm_tls *tls)
 {
     if (tls == NULL)
         return;
+    SSL_CTX_set_app_data(tls->ctx, NULL);
     SSL_CTX_free(tls->ctx);
+    SSL_SESSION_free(tls->session);
     free(tls);
 }
 

@@ -1,10 +1,11 @@
 /*
- * pm_tls: server TLS for the main port. Builds the SSL_CTX from PEM
+ * pm_tls: TLS contexts. The server context of the main port from PEM
  * files or PEM text (Mozilla "intermediate": TLS 1.2+ with ECDHE AEAD
- * suites, or 1.3 only), optional client-certificate verification (mTLS),
- * SSL_MODE_RELEASE_BUFFERS to keep idle connections small, session
- * tickets on. SIGHUP rebuilds the context; connections already open keep
- * the one they started with. The only core module that touches libssl.
+ * suites, or 1.3 only), optional client-certificate verification (mTLS)
+ * with a CRL and a leaf check of the role's, SSL_MODE_RELEASE_BUFFERS to
+ * keep idle connections small, session tickets on; and client contexts
+ * for outgoing mTLS with session resumption. SIGHUP rebuilds the
+ * context; connections already open keep the one they started with.
  */
 #ifndef PM_TLS_H
 #define PM_TLS_H
@@ -14,16 +15,48 @@
 
 struct bufferevent;
 struct event_base;
+struct ssl_st;
+struct x509_st;
 struct pm_tls;
 
 struct pm_tls_conf {
-    const char *cert;        /* PEM file path, or NULL */
-    const char *key;         /* PEM file path, or NULL */
-    const char *cert_pem;    /* PEM text, or NULL */
-    const char *key_pem;     /* PEM text, or NULL */
-    const char *client_ca;   /* CA file for mTLS, or NULL */
-    const char *min_version; /* "1.2" or "1.3" */
+    const char *cert;          /* PEM file path, or NULL */
+    const char *key;           /* PEM file path, or NULL */
+    const char *cert_pem;      /* PEM text, or NULL */
+    const char *key_pem;       /* PEM text, or NULL */
+    const char *client_ca;     /* CA file for mTLS, or NULL */
+    const char *client_ca_pem; /* CA PEM text for mTLS, or NULL */
+    const char *crl;           /* PEM CRL file checked on peers, or NULL */
+    const char *min_version;   /* "1.2" or "1.3" */
 };
+
+/*
+ * A client context (outgoing mTLS): our certificate (cert/key or their
+ * _pem forms, optional), the CAs that verify the server (client_ca or
+ * client_ca_pem, required), crl and min_version as for a server.
+ */
+struct pm_tls *pm_tls_client_new(const struct pm_tls_conf *conf, char *err,
+                                 size_t errlen);
+
+/*
+ * An extra check of the peer's leaf certificate during a full handshake,
+ * after the chain verified: return false with a reason to refuse (the
+ * handshake then fails with an alert). Runs on the loop thread.
+ */
+typedef bool (*pm_tls_check_fn)(void *arg, struct ssl_st *ssl,
+                                struct x509_st *leaf, char *why, size_t whylen);
+void pm_tls_set_check(struct pm_tls *tls, pm_tls_check_fn fn, void *arg);
+
+/*
+ * A new SSL for a connection of this context, not yet bound to a socket:
+ * server side (accepting) for a server context; for a client context,
+ * connecting with SNI and certificate name check for verify_name and the
+ * last session the server gave us (resumption). NULL on failure.
+ */
+struct ssl_st *pm_tls_new_ssl(struct pm_tls *tls, const char *verify_name);
+/* The first queued OpenSSL error as text ("unknown error" if none), and
+ * clear the queue. */
+const char *pm_tls_error_text(char *buf, size_t len);
 
 /* True when the conf asks for TLS at all. */
 bool pm_tls_wanted(const struct pm_tls_conf *conf);

@@ -18,8 +18,8 @@ build_pkgs="build-essential autoconf automake pkg-config libevent-dev libssl-dev
 test_pkgs="python3 python3-pytest python3-websockets python3-botocore python3-jwt
   openssl chromium nodejs npm zip binutils
   redis-server redis-tools postgresql nginx-light libnginx-mod-rtmp ffmpeg
-  procps iproute2 util-linux"
-bench_pkgs="linux-perf"
+  stunnel4 procps iproute2 util-linux"
+bench_pkgs="linux-perf haproxy tinyproxy"
 
 case $what in
 build) pkgs=$build_pkgs ;;

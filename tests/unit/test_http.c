@@ -3,10 +3,14 @@
  * (fields, incomplete input, size limits, the smuggling defences: bare LF
  * or CR, NUL, obs-fold, whitespace before the colon, Content-Length with
  * Transfer-Encoding, conflicting lengths, unknown codings; versions, Host,
- * the header count limit, and every split offset), the header and query
- * helpers, reason phrases and the response writer. Every parse runs over
- * a heap copy of exactly the given length so a sanitizer build catches
- * reads past the end.
+ * the header count limit, and every split offset), the response-head
+ * parser (framing, transfer codings, keep-alive, bodyless responses,
+ * reason phrases, limits, malformed heads), the chunked-body scanner
+ * (whole and split at every piece size, extensions, trailers, the next
+ * message after the body, bad syntax, size overflow, line and trailer
+ * limits, decoding), the header and query helpers, reason phrases and the
+ * response writer. Every parse runs over a heap copy of exactly the given
+ * length so a sanitizer build catches reads past the end.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -819,6 +823,802 @@ START_TEST(write_response_body_without_type)
 }
 END_TEST
 
+/* ---- response heads --------------------------------------------------- */
+
+/* One response parse over an exact-size heap copy. */
+struct rparsed {
+    char *buf;
+    size_t len;
+    int rc;
+    struct pm_http_response res;
+};
+
+static struct rparsed *
+rparse_n(const char *s, size_t len, size_t max_head)
+{
+    struct rparsed *p = calloc(1, sizeof(*p));
+
+    ck_assert_ptr_nonnull(p);
+    p->buf = malloc(len ? len : 1);
+    ck_assert_ptr_nonnull(p->buf);
+    if (len)
+        memcpy(p->buf, s, len);
+    p->len = len;
+    p->rc = pm_http_parse_response(p->buf, len, max_head, &p->res);
+    return p;
+}
+
+static void
+rparsed_free(struct rparsed *p)
+{
+    free(p->buf);
+    free(p);
+}
+
+/* Parse a literal that must be a valid head; the caller frees. */
+static struct rparsed *
+rparse_ok(const char *s, size_t len)
+{
+    struct rparsed *p = rparse_n(s, len, MAX_HEAD);
+
+    ck_assert_msg(p->rc == PM_OK, "\"%s\": rc %d (%s)", show(s, len), p->rc,
+                  p->res.error ? p->res.error : "");
+    return p;
+}
+
+static const char resp_200[] = "HTTP/1.1 200 OK\r\n"
+                               "Content-Type: text/plain\r\n"
+                               "Content-Length: 5\r\n"
+                               "X-Pad: \t v a l \t \r\n"
+                               "\r\n"
+                               "hello";
+
+START_TEST(response_with_content_length)
+{
+    struct rparsed *p = rparse_ok(LIT(resp_200));
+    const struct pm_http_response *r = &p->res;
+
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_eq(r->minor, 1);
+    ASSERT_SPAN(r->reason, r->reason_len, "OK");
+    ck_assert_ptr_eq(r->reason, p->buf + 13);
+    ck_assert_uint_eq(r->nheaders, 3);
+    ASSERT_SPAN(r->headers[0].name, r->headers[0].name_len, "Content-Type");
+    ASSERT_SPAN(r->headers[0].value, r->headers[0].value_len, "text/plain");
+    ASSERT_SPAN(r->headers[2].value, r->headers[2].value_len, "v a l");
+    ck_assert_int_eq(r->content_length, 5);
+    ck_assert(!r->chunked);
+    ck_assert(r->keep_alive);
+    ck_assert_uint_eq(r->head_len, sizeof(resp_200) - 1 - 5);
+    ck_assert_ptr_null(r->error);
+    ck_assert(pm_http_response_has_body(r, LIT("GET")));
+    rparsed_free(p);
+
+    /* the same length twice is one length */
+    p = rparse_ok(LIT("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n"
+                      "content-length:   7  \r\n\r\n"));
+    ck_assert_int_eq(p->res.content_length, 7);
+    rparsed_free(p);
+
+    /* neither header: the body ends with the connection */
+    p = rparse_ok(LIT("HTTP/1.1 200 OK\r\n\r\n"));
+    ck_assert_int_eq(p->res.content_length, -1);
+    ck_assert(!p->res.chunked);
+    ck_assert_uint_eq(p->res.nheaders, 0);
+    rparsed_free(p);
+}
+END_TEST
+
+START_TEST(response_transfer_codings)
+{
+    static const struct {
+        const char *head;
+        bool chunked;
+    } cases[] = {
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: CHUNKED\r\n\r\n", true},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", true},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip ,chunked , \r\n\r\n",
+         true},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n",
+         true},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+         "Transfer-Encoding:\r\n\r\n",
+         true},
+        /* chunked not last: the body ends with the connection */
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", false},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+         "Transfer-Encoding: gzip\r\n\r\n",
+         false},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;x=1\r\n\r\n", false},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n", false},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rparsed *p = rparse_ok(cases[i].head, strlen(cases[i].head));
+
+        ck_assert_msg(p->res.chunked == cases[i].chunked, "%s",
+                      show(cases[i].head, strlen(cases[i].head)));
+        ck_assert_int_eq(p->res.content_length, -1);
+        rparsed_free(p);
+    }
+}
+END_TEST
+
+START_TEST(response_keep_alive_rules)
+{
+    static const struct {
+        const char *head;
+        int minor;
+        bool keep_alive;
+    } cases[] = {
+        {"HTTP/1.1 200 OK\r\n\r\n", 1, true},
+        {"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 1, false},
+        {"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, Close\r\n\r\n", 1, false},
+        {"HTTP/1.1 200 OK\r\nConnection: x\r\nConnection: close\r\n\r\n", 1,
+         false},
+        {"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n", 1, true},
+        {"HTTP/1.0 200 OK\r\n\r\n", 0, false},
+        {"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n", 0, true},
+        {"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n", 0, true},
+        {"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\n\r\n", 0, false},
+        {"HTTP/1.2 200 OK\r\n\r\n", 2, true},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rparsed *p = rparse_ok(cases[i].head, strlen(cases[i].head));
+
+        ck_assert_int_eq(p->res.minor, cases[i].minor);
+        ck_assert_msg(p->res.keep_alive == cases[i].keep_alive, "%s",
+                      show(cases[i].head, strlen(cases[i].head)));
+        rparsed_free(p);
+    }
+}
+END_TEST
+
+START_TEST(response_bodyless)
+{
+    static const struct {
+        const char *head;
+        const char *method;
+        bool body;
+    } cases[] = {
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "GET", true},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD", false},
+        {"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\n", "HEAD", false},
+        {"HTTP/1.1 204 No Content\r\n\r\n", "GET", false},
+        {"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", "GET",
+         false},
+        {"HTTP/1.1 100 Continue\r\n\r\n", "POST", false},
+        {"HTTP/1.1 101 Switching Protocols\r\n\r\n", "GET", false},
+        {"HTTP/1.1 199 Whatever\r\n\r\n", "GET", false},
+        {"HTTP/1.1 200 Connection established\r\n\r\n", "CONNECT", false},
+        {"HTTP/1.1 407 Proxy Auth\r\nContent-Length: 0\r\n\r\n", "CONNECT",
+         true},
+        {"HTTP/1.1 205 Reset Content\r\n\r\n", "POST", true},
+        {"HTTP/1.1 500 Oops\r\n\r\n", "DELETE", true},
+        {"HTTP/1.1 200 OK\r\n\r\n", "HEADX", true},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rparsed *p = rparse_ok(cases[i].head, strlen(cases[i].head));
+
+        ck_assert_msg(pm_http_response_has_body(&p->res, cases[i].method,
+                                                strlen(cases[i].method)) ==
+                          cases[i].body,
+                      "%s to %s", show(cases[i].head, strlen(cases[i].head)),
+                      cases[i].method);
+        rparsed_free(p);
+    }
+}
+END_TEST
+
+START_TEST(response_reason_phrase)
+{
+    struct rparsed *p;
+
+    p = rparse_ok(LIT("HTTP/1.1 200 \r\n\r\n"));
+    ck_assert_int_eq(p->res.status, 200);
+    ck_assert_uint_eq(p->res.reason_len, 0);
+    rparsed_free(p);
+
+    /* no space before an empty reason */
+    p = rparse_ok(LIT("HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n"));
+    ck_assert_int_eq(p->res.status, 404);
+    ck_assert_uint_eq(p->res.reason_len, 0);
+    ck_assert_int_eq(p->res.content_length, 0);
+    rparsed_free(p);
+
+    p = rparse_ok(LIT("HTTP/1.1 599 Not\tQuite \xc3\xa9 200 OK \r\n\r\n"));
+    ck_assert_int_eq(p->res.status, 599);
+    ASSERT_SPAN(p->res.reason, p->res.reason_len,
+                "Not\tQuite \xc3\xa9 200 OK ");
+    rparsed_free(p);
+
+    p = rparse_ok(LIT("HTTP/1.1 999 Private\r\n\r\n"));
+    ck_assert_int_eq(p->res.status, 999);
+    rparsed_free(p);
+
+    p = rparse_ok(LIT("HTTP/1.1 100 Continue\r\n\r\n"));
+    ck_assert_int_eq(p->res.status, 100);
+    rparsed_free(p);
+}
+END_TEST
+
+static const char split_resp[] = "HTTP/1.1 201 Created\r\n"
+                                 "Location: /items/7\r\n"
+                                 "Content-Length: 2\r\n"
+                                 "Connection: close\r\n"
+                                 "X-Empty:\r\n"
+                                 "\r\n";
+
+/* Every proper prefix is PM_EAGAIN; the whole head parses. */
+START_TEST(response_incomplete_eagain)
+{
+    size_t len = sizeof(split_resp) - 1;
+    struct rparsed *p;
+
+    for (size_t cut = 0; cut < len; cut++) {
+        p = rparse_n(split_resp, cut, MAX_HEAD);
+        ck_assert_msg(p->rc == PM_EAGAIN, "prefix %zu: rc %d", cut, p->rc);
+        rparsed_free(p);
+    }
+    p = rparse_ok(split_resp, len);
+    ck_assert_int_eq(p->res.status, 201);
+    ASSERT_SPAN(p->res.reason, p->res.reason_len, "Created");
+    ck_assert_uint_eq(p->res.head_len, len);
+    ck_assert_uint_eq(p->res.nheaders, 4);
+    ck_assert_int_eq(p->res.content_length, 2);
+    ck_assert(!p->res.keep_alive);
+    rparsed_free(p);
+}
+END_TEST
+
+START_TEST(response_over_limit)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 200 OK\r\nX-Long: %0200d\r\n\r\n", 7);
+    struct rparsed *p;
+
+    ck_assert_int_gt(n, 200);
+    /* a complete head of exactly max_head bytes is fine */
+    p = rparse_n(buf, (size_t)n, (size_t)n);
+    ck_assert_int_eq(p->rc, PM_OK);
+    ck_assert_uint_eq(p->res.head_len, (size_t)n);
+    rparsed_free(p);
+    /* one byte over, complete or not */
+    p = rparse_n(buf, (size_t)n, (size_t)n - 1);
+    ck_assert_int_eq(p->rc, PM_ELIMIT);
+    rparsed_free(p);
+    p = rparse_n(buf, 150, 128);
+    ck_assert_int_eq(p->rc, PM_ELIMIT);
+    rparsed_free(p);
+    /* below the limit it is still incomplete */
+    p = rparse_n(buf, 100, 128);
+    ck_assert_int_eq(p->rc, PM_EAGAIN);
+    rparsed_free(p);
+}
+END_TEST
+
+/* Build a response with nheaders header lines. */
+static char *
+many_response_headers(size_t nheaders, size_t *len)
+{
+    size_t cap = 64 + nheaders * 32;
+    char *buf = malloc(cap);
+    size_t o = 0;
+
+    ck_assert_ptr_nonnull(buf);
+    o += (size_t)snprintf(buf + o, cap - o, "HTTP/1.1 200 OK\r\n");
+    for (size_t i = 0; i < nheaders; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "X-H%zu: %zu\r\n", i, i);
+    o += (size_t)snprintf(buf + o, cap - o, "\r\n");
+    *len = o;
+    return buf;
+}
+
+START_TEST(response_max_headers)
+{
+    size_t len;
+    char *buf = many_response_headers(PM_HTTP_MAX_HEADERS, &len);
+    struct rparsed *p = rparse_n(buf, len, 65536);
+
+    ck_assert_int_eq(p->rc, PM_OK);
+    ck_assert_uint_eq(p->res.nheaders, PM_HTTP_MAX_HEADERS);
+    rparsed_free(p);
+    free(buf);
+
+    buf = many_response_headers(PM_HTTP_MAX_HEADERS + 1, &len);
+    p = rparse_n(buf, len, 65536);
+    ck_assert_int_eq(p->rc, PM_EPROTO);
+    ck_assert_ptr_nonnull(p->res.error);
+    rparsed_free(p);
+    free(buf);
+}
+END_TEST
+
+struct bad_response {
+    const char *s;
+    size_t len;
+    const char *error; /* res.error, or NULL: any */
+};
+
+#define BADR(lit, error)                                                       \
+    {                                                                          \
+        lit, sizeof(lit) - 1, error                                            \
+    }
+
+static const struct bad_response bad_responses[] = {
+    BADR("HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", NULL),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n", NULL),
+    BADR("HTTP/1.1 200 OK\r\nX: 1\r\n\n", NULL),
+    BADR("HTTP/1.1 200 OK\n\n", NULL),
+    BADR("HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", NULL),
+    BADR("HTTP/1.1 200 O\rK\r\n\r\n", NULL),
+    BADR("HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n", NULL),
+    BADR("HTTP/1.1 200 O\0K\r\n\r\n", NULL),
+    BADR("HTTP/1.1 200 OK\r\nX: b\r\n folded\r\n\r\n", "obs-fold"),
+    BADR("HTTP/1.1 200 OK\r\nX: b\r\n\tfolded\r\n\r\n", "obs-fold"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n", "bad header line"),
+    BADR("HTTP/1.1 200 OK\r\nX\t: 5\r\n\r\n", "bad header line"),
+    BADR("HTTP/1.1 200 OK\r\n: empty\r\n\r\n", "bad header line"),
+    BADR("HTTP/1.1 200 OK\r\nNoColon\r\n\r\n", "bad header line"),
+    BADR("HTTP/1.1 200 OK\r\nX y: 1\r\n\r\n", "bad header line"),
+    BADR("HTTP/1.1 200 OK\r\nX: a\x01 b\r\n\r\n", "bad header value"),
+    BADR("HTTP/2 200 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/2.0 200 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.x 200 OK\r\n\r\n", "bad status line"),
+    BADR("http/1.1 200 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 20 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 2000 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 099 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 2x0 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 200OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1  200 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1\t200 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 200 O\x7fK\r\n\r\n", "bad status line"),
+    BADR("\r\nHTTP/1.1 200 OK\r\n\r\n", "bad status line"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n",
+         "Content-Length with Transfer-Encoding"),
+    BADR("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"
+         "Content-Length: 5\r\n\r\n",
+         "Content-Length with Transfer-Encoding"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+         "Content-Length: 6\r\n\r\n",
+         "conflicting Content-Length"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+         "bad Content-Length"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", "bad Content-Length"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", "bad Content-Length"),
+    BADR("HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
+         "bad Content-Length"),
+    BADR("HTTP/1.1 200 OK\r\n"
+         "Content-Length: 99999999999999999999999\r\n\r\n",
+         "bad Content-Length"),
+    BADR("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+         "Transfer-Encoding in HTTP/1.0"),
+};
+
+START_TEST(rejected_responses)
+{
+    const struct bad_response *c = &bad_responses[_i];
+    struct rparsed *p = rparse_n(c->s, c->len, MAX_HEAD);
+
+    ck_assert_msg(p->rc == PM_EPROTO, "\"%s\": rc %d, want PM_EPROTO",
+                  show(c->s, c->len), p->rc);
+    ck_assert_ptr_nonnull(p->res.error);
+    if (c->error != NULL)
+        ck_assert_msg(strcmp(p->res.error, c->error) == 0,
+                      "\"%s\": error \"%s\", want \"%s\"", show(c->s, c->len),
+                      p->res.error, c->error);
+    rparsed_free(p);
+}
+END_TEST
+
+/* A bad byte is refused before the head is complete. */
+START_TEST(response_bad_byte_before_the_end)
+{
+    struct rparsed *p = rparse_n(LIT("HTTP/1.1 200 OK\nX"), MAX_HEAD);
+
+    ck_assert_int_eq(p->rc, PM_EPROTO);
+    rparsed_free(p);
+    p = rparse_n(LIT("HTTP/1.1 200 OK\r\nX: \0"), MAX_HEAD);
+    ck_assert_int_eq(p->rc, PM_EPROTO);
+    rparsed_free(p);
+}
+END_TEST
+
+/* ---- chunked bodies --------------------------------------------------- */
+
+struct chunk_run {
+    int rc;
+    size_t used; /* over all the feeds */
+    bool done;
+    struct evbuffer *data;
+};
+
+/*
+ * Feed s[0..len) in pieces of step bytes (each an exact-size heap copy),
+ * decoding unless scan_only, until done, an error or the end.
+ */
+static void
+chunk_feed(const char *s, size_t len, size_t step, bool scan_only,
+           struct chunk_run *r)
+{
+    struct pm_http_chunked ch;
+    size_t off = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->data = evbuffer_new();
+    pm_http_chunked_init(&ch);
+    while (off < len && !r->done && r->rc == PM_OK) {
+        size_t n = len - off < step ? len - off : step, used = 0;
+        char *piece = malloc(n);
+
+        ck_assert_ptr_nonnull(piece);
+        memcpy(piece, s + off, n);
+        r->rc = pm_http_chunked_feed(&ch, piece, n, scan_only ? NULL : r->data,
+                                     &used, &r->done);
+        free(piece);
+        ck_assert_uint_le(used, n);
+        if (r->rc == PM_OK && !r->done)
+            ck_assert_uint_eq(used, n);
+        r->used += used;
+        off += n;
+    }
+}
+
+/* The decoded bytes, NUL-ended; the caller frees. */
+static char *
+chunk_text(struct chunk_run *r)
+{
+    size_t n = evbuffer_get_length(r->data);
+    char *s = malloc(n + 1);
+
+    ck_assert_ptr_nonnull(s);
+    evbuffer_remove(r->data, s, n);
+    s[n] = '\0';
+    evbuffer_free(r->data);
+    r->data = NULL;
+    return s;
+}
+
+/* s must decode to want, whole and split at every piece size. */
+static void
+expect_chunked(const char *s, size_t len, const char *want)
+{
+    for (size_t step = 1; step <= len; step++) {
+        struct chunk_run r;
+        char *got;
+
+        chunk_feed(s, len, step, false, &r);
+        ck_assert_msg(r.rc == PM_OK && r.done && r.used == len,
+                      "\"%s\" by %zu: rc %d done %d used %zu", show(s, len),
+                      step, r.rc, r.done, r.used);
+        got = chunk_text(&r);
+        ck_assert_str_eq(got, want);
+        free(got);
+        /* scanning alone ends at the same byte */
+        chunk_feed(s, len, step, true, &r);
+        ck_assert(r.rc == PM_OK && r.done && r.used == len);
+        ck_assert_uint_eq(evbuffer_get_length(r.data), 0);
+        evbuffer_free(r.data);
+    }
+}
+
+static void
+expect_bad_chunked(const char *s, size_t len)
+{
+    for (size_t step = 1; step <= len; step++) {
+        struct chunk_run r;
+
+        chunk_feed(s, len, step, false, &r);
+        ck_assert_msg(r.rc == PM_EPROTO, "\"%s\" by %zu: rc %d done %d",
+                      show(s, len), step, r.rc, r.done);
+        evbuffer_free(r.data);
+    }
+}
+
+START_TEST(chunked_whole_and_split)
+{
+    static const char body[] = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    struct pm_http_chunked ch;
+    size_t used = 1;
+    bool done = true;
+
+    expect_chunked(LIT(body), "hello world");
+    expect_chunked(LIT("0\r\n\r\n"), "");
+    expect_chunked(LIT("a\r\n0123456789\r\nA\r\nabcdefghij\r\n"
+                       "00000000000000000000000001\r\n!\r\n000\r\n\r\n"),
+                   "0123456789abcdefghij!");
+    /* nothing fed: nothing used, not done */
+    pm_http_chunked_init(&ch);
+    ck_assert_int_eq(pm_http_chunked_feed(&ch, body, 0, NULL, &used, &done),
+                     PM_OK);
+    ck_assert_uint_eq(used, 0);
+    ck_assert(!done);
+}
+END_TEST
+
+START_TEST(chunked_extensions_and_trailers)
+{
+    expect_chunked(LIT("5;name=value\r\nhello\r\n"
+                       "6 ; a ; b=\"x y;z\"\t\r\n world\r\n"
+                       "0;last\r\n\r\n"),
+                   "hello world");
+    expect_chunked(LIT("3\r\nabc\r\n0\r\nX-Trailer: t\r\nExpires:\r\n"
+                       "Digest: sha-256=\xc3\xa9 \t \r\n\r\n"),
+                   "abc");
+    expect_chunked(LIT("3  \r\nabc\r\n0\t\r\n\r\n"), "abc");
+}
+END_TEST
+
+/* The body ends at its final CRLF; what follows is the next message. */
+START_TEST(chunked_followed_by_the_next_message)
+{
+    static const char wire[] = "4\r\nWiki\r\n0\r\nT: 1\r\n\r\n"
+                               "HTTP/1.1 200 OK\r\n\r\n";
+    size_t body_len = sizeof("4\r\nWiki\r\n0\r\nT: 1\r\n\r\n") - 1;
+
+    for (size_t step = 1; step <= sizeof(wire) - 1; step++) {
+        struct chunk_run r;
+        char *got;
+
+        chunk_feed(LIT(wire), step, false, &r);
+        ck_assert_int_eq(r.rc, PM_OK);
+        ck_assert(r.done);
+        ck_assert_uint_eq(r.used, body_len);
+        got = chunk_text(&r);
+        ck_assert_str_eq(got, "Wiki");
+        free(got);
+    }
+    /* once done, nothing more is used */
+    {
+        struct pm_http_chunked ch;
+        size_t used;
+        bool done;
+
+        pm_http_chunked_init(&ch);
+        ck_assert_int_eq(
+            pm_http_chunked_feed(&ch, LIT(wire), NULL, &used, &done), PM_OK);
+        ck_assert(done);
+        ck_assert_uint_eq(used, body_len);
+        ck_assert_int_eq(
+            pm_http_chunked_feed(&ch, LIT(wire), NULL, &used, &done), PM_OK);
+        ck_assert(done);
+        ck_assert_uint_eq(used, 0);
+    }
+}
+END_TEST
+
+START_TEST(chunked_bad_syntax)
+{
+    static const char *const bad[] = {
+        "zz\r\n",                    /* not hex */
+        "\r\n",                      /* no size */
+        ";x\r\n",                    /* no size */
+        "-1\r\n",                    /* sign */
+        "0x5\r\nhello\r\n0\r\n\r\n", /* 0x prefix */
+        "5 x\r\nhello\r\n0\r\n\r\n", /* junk after the size */
+        "5\nhello\r\n0\r\n\r\n",     /* bare LF */
+        "5\rhello\r\n0\r\n\r\n",     /* bare CR */
+        "5;a\x01\r\nhello\r\n",      /* CTL in an extension */
+        "5;a\nhello\r\n",            /* LF in an extension */
+        "5\r\nhelloX\r\n0\r\n\r\n",  /* data longer than its size */
+        "5\r\nhello\n0\r\n\r\n",     /* LF without CR after data */
+        "5\r\nhello\r0\r\n\r\n",     /* CR without LF after data */
+        "5\r\nhello\rX0\r\n\r\n",    /* X for the LF after data */
+        "5\r\nhelloX\n0\r\n\r\n",    /* X for the CR after data */
+        "5\r\nhell\r\n0\r\n\r\n",    /* data shorter than its size */
+        "0\r\n\n",                   /* bare LF ending the trailers */
+        "0\r\n\rX",                  /* CR without LF */
+        "0\r\n folded: x\r\n\r\n",   /* obs-fold */
+        "0\r\nNoColon\r\n\r\n",      /* no colon */
+        "0\r\nX : 1\r\n\r\n",        /* space before the colon */
+        "0\r\n: 1\r\n\r\n",          /* empty name */
+        "0\r\nX: a\x7f\r\n\r\n",     /* DEL in a value */
+        "0\r\nX: 1\n\r\n",           /* bare LF after a trailer */
+        "0\r\nX: 1\rY\r\n",          /* X for the LF after a trailer */
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_bad_chunked(bad[i], strlen(bad[i]));
+    /* NUL in a trailer value */
+    expect_bad_chunked(LIT("0\r\nX: a\0b\r\n\r\n"));
+}
+END_TEST
+
+/* Once broken, the body stays broken. */
+START_TEST(chunked_error_sticks)
+{
+    struct pm_http_chunked ch;
+    size_t used;
+    bool done;
+
+    pm_http_chunked_init(&ch);
+    ck_assert_int_eq(pm_http_chunked_feed(&ch, LIT("g"), NULL, &used, &done),
+                     PM_EPROTO);
+    ck_assert(!done);
+    ck_assert_int_eq(
+        pm_http_chunked_feed(&ch, LIT("0\r\n\r\n"), NULL, &used, &done),
+        PM_EPROTO);
+    ck_assert(!done);
+}
+END_TEST
+
+START_TEST(chunked_size_overflow)
+{
+    struct chunk_run r;
+
+    /* 2^62 - 1 is a size (its data is not there yet) */
+    chunk_feed(LIT("3fffffffffffffff\r\n"), 1, false, &r);
+    ck_assert_int_eq(r.rc, PM_OK);
+    ck_assert(!r.done);
+    ck_assert_uint_eq(r.used, 18);
+    evbuffer_free(r.data);
+    chunk_feed(LIT("3FFFFFFFFFFFFFFF;x\r\nab"), 4, false, &r);
+    ck_assert_int_eq(r.rc, PM_OK);
+    ck_assert_uint_eq(evbuffer_get_length(r.data), 2);
+    evbuffer_free(r.data);
+    expect_bad_chunked(LIT("4000000000000000\r\n"));
+    expect_bad_chunked(LIT("10000000000000000\r\n"));
+    expect_bad_chunked(LIT("ffffffffffffffffffffffff\r\n"));
+    /* leading zeros are no overflow */
+    expect_chunked(LIT("00000000000000000000000000000000000003\r\nabc\r\n"
+                       "0\r\n\r\n"),
+                   "abc");
+}
+END_TEST
+
+/* A chunk-size line of n bytes, CRLF included: "1;xxx...\r\n". */
+static char *
+size_line(size_t n, size_t *len)
+{
+    static const char rest[] = "a\r\n0\r\n\r\n";
+    char *s = malloc(n + sizeof(rest));
+
+    ck_assert_ptr_nonnull(s);
+    memcpy(s, "1;", 2);
+    memset(s + 2, 'x', n - 4);
+    memcpy(s + n - 2, "\r\n", 2);
+    memcpy(s + n, rest, sizeof(rest));
+    *len = n + sizeof(rest) - 1;
+    return s;
+}
+
+START_TEST(chunked_line_limits)
+{
+    struct chunk_run r;
+    size_t len;
+    char *s = size_line(PM_HTTP_CHUNK_LINE_MAX, &len);
+
+    chunk_feed(s, len, len, false, &r);
+    ck_assert_int_eq(r.rc, PM_OK);
+    ck_assert(r.done);
+    evbuffer_free(r.data);
+    free(s);
+    s = size_line(PM_HTTP_CHUNK_LINE_MAX + 1, &len);
+    chunk_feed(s, len, len, false, &r);
+    ck_assert_int_eq(r.rc, PM_EPROTO);
+    evbuffer_free(r.data);
+    free(s);
+    /* a size line without its end is refused once over the limit */
+    s = size_line(PM_HTTP_CHUNK_LINE_MAX + 100, &len);
+    chunk_feed(s, PM_HTTP_CHUNK_LINE_MAX, 7, false, &r);
+    ck_assert_int_eq(r.rc, PM_OK);
+    evbuffer_free(r.data);
+    chunk_feed(s, PM_HTTP_CHUNK_LINE_MAX + 1, 7, false, &r);
+    ck_assert_int_eq(r.rc, PM_EPROTO);
+    evbuffer_free(r.data);
+    free(s);
+}
+END_TEST
+
+/* Trailer lines of n bytes each (CRLF included) until total bytes. */
+static char *
+trailers(size_t line, size_t total, size_t *len)
+{
+    char *s = malloc(total + 16);
+    size_t o = 0;
+
+    ck_assert_ptr_nonnull(s);
+    memcpy(s, "0\r\n", 3);
+    o = 3;
+    while (total - (o - 3) > 2) {
+        size_t n = total - (o - 3) - 2 < line ? total - (o - 3) - 2 : line;
+
+        ck_assert_uint_ge(n, 4);
+        memcpy(s + o, "X:", 2);
+        memset(s + o + 2, 'v', n - 4);
+        memcpy(s + o + n - 2, "\r\n", 2);
+        o += n;
+    }
+    memcpy(s + o, "\r\n", 2);
+    *len = o + 2;
+    return s;
+}
+
+START_TEST(chunked_trailer_limits)
+{
+    struct chunk_run r;
+    size_t len;
+    char *s;
+
+    /* one line at the limit, then one over it */
+    s = trailers(PM_HTTP_CHUNK_LINE_MAX, PM_HTTP_CHUNK_LINE_MAX + 2, &len);
+    chunk_feed(s, len, 100, false, &r);
+    ck_assert_int_eq(r.rc, PM_OK);
+    ck_assert(r.done);
+    ck_assert_uint_eq(r.used, len);
+    evbuffer_free(r.data);
+    free(s);
+    s = trailers(PM_HTTP_CHUNK_LINE_MAX + 1, PM_HTTP_CHUNK_LINE_MAX + 3, &len);
+    chunk_feed(s, len, 100, false, &r);
+    ck_assert_int_eq(r.rc, PM_EPROTO);
+    evbuffer_free(r.data);
+    free(s);
+    /* the whole section at its limit, then one byte over */
+    s = trailers(1000, PM_HTTP_TRAILER_MAX, &len);
+    chunk_feed(s, len, 333, false, &r);
+    ck_assert_int_eq(r.rc, PM_OK);
+    ck_assert(r.done);
+    evbuffer_free(r.data);
+    free(s);
+    s = trailers(1000, PM_HTTP_TRAILER_MAX + 1, &len);
+    chunk_feed(s, len, 333, false, &r);
+    ck_assert_int_eq(r.rc, PM_EPROTO);
+    evbuffer_free(r.data);
+    free(s);
+}
+END_TEST
+
+/* Chunk a payload of n bytes into chunks of 1, 2, ... bytes (cycling up
+ * to 997), and decode it back with several piece sizes. */
+START_TEST(chunked_decodes_the_payload)
+{
+    size_t n = 200000, cap = n * 2 + 64, o = 0, at = 0, size = 1;
+    char *payload = malloc(n), *wire = malloc(cap);
+    static const size_t steps[] = {1, 7, 4096, 65536, SIZE_MAX};
+
+    ck_assert_ptr_nonnull(payload);
+    ck_assert_ptr_nonnull(wire);
+    for (size_t i = 0; i < n; i++)
+        payload[i] = (char)(i * 131 + (i >> 8));
+    while (at < n) {
+        size_t c = n - at < size ? n - at : size;
+
+        o += (size_t)snprintf(wire + o, cap - o, "%zx\r\n", c);
+        memcpy(wire + o, payload + at, c);
+        o += c;
+        memcpy(wire + o, "\r\n", 2);
+        o += 2;
+        at += c;
+        size = size % 997 + 1;
+    }
+    o += (size_t)snprintf(wire + o, cap - o, "0\r\n\r\n");
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct chunk_run r;
+        unsigned char *got;
+
+        chunk_feed(wire, o, steps[i], false, &r);
+        ck_assert_int_eq(r.rc, PM_OK);
+        ck_assert(r.done);
+        ck_assert_uint_eq(r.used, o);
+        ck_assert_uint_eq(evbuffer_get_length(r.data), n);
+        got = evbuffer_pullup(r.data, -1);
+        ck_assert(memcmp(got, payload, n) == 0);
+        evbuffer_free(r.data);
+    }
+    free(payload);
+    free(wire);
+}
+END_TEST
+
 static Suite *
 http_suite(void)
 {
@@ -850,6 +1650,33 @@ http_suite(void)
     tc = tcase_create("rejected");
     tcase_add_loop_test(tc, rejected_heads, 0,
                         (int)(sizeof(bad_cases) / sizeof(bad_cases[0])));
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("response");
+    tcase_add_test(tc, response_with_content_length);
+    tcase_add_test(tc, response_transfer_codings);
+    tcase_add_test(tc, response_keep_alive_rules);
+    tcase_add_test(tc, response_bodyless);
+    tcase_add_test(tc, response_reason_phrase);
+    tcase_add_test(tc, response_incomplete_eagain);
+    tcase_add_test(tc, response_over_limit);
+    tcase_add_test(tc, response_max_headers);
+    tcase_add_test(tc, response_bad_byte_before_the_end);
+    tcase_add_loop_test(
+        tc, rejected_responses, 0,
+        (int)(sizeof(bad_responses) / sizeof(bad_responses[0])));
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("chunked");
+    tcase_add_test(tc, chunked_whole_and_split);
+    tcase_add_test(tc, chunked_extensions_and_trailers);
+    tcase_add_test(tc, chunked_followed_by_the_next_message);
+    tcase_add_test(tc, chunked_bad_syntax);
+    tcase_add_test(tc, chunked_error_sticks);
+    tcase_add_test(tc, chunked_size_overflow);
+    tcase_add_test(tc, chunked_line_limits);
+    tcase_add_test(tc, chunked_trailer_limits);
+    tcase_add_test(tc, chunked_decodes_the_payload);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("helpers");

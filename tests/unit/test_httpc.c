@@ -732,15 +732,24 @@ START_TEST(limits_and_bad_responses)
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
     static const char truncated[] =
         "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
+    static const char cl_and_te[] =
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    static const char status_600[] =
+        "HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n";
     size_t hn = 70 * 1024;
     char *huge_head = pm_xmalloc(hn);
-    struct raw r[5];
-    struct got g[5] = {{0}};
+    struct raw r[7];
+    struct got g[7] = {{0}};
     struct pm_httpc *h = client(0, NULL);
     static const char *const want[] = {
-        "response headers over 64 KiB", "response body over 16 MiB",
-        "bad response: bad status line", "bad response: bad chunked encoding",
-        "connection closed in the middle of the response"};
+        "response headers over 64 KiB",
+        "response body over 16 MiB",
+        "bad response: bad status line",
+        "bad response: bad chunked encoding",
+        "connection closed in the middle of the response",
+        "bad response: Content-Length with Transfer-Encoding",
+        "bad response: bad status line"};
     int i;
 
     memcpy(huge_head, "HTTP/1.1 200 OK\r\nX-Big: ", 24);
@@ -750,17 +759,19 @@ START_TEST(limits_and_bad_responses)
     raw_start(&r[2], RAW_CANNED, bad_status, sizeof bad_status - 1);
     raw_start(&r[3], RAW_CANNED, bad_chunk, sizeof bad_chunk - 1);
     raw_start(&r[4], RAW_CANNED, truncated, sizeof truncated - 1);
-    for (i = 0; i < 5; i++)
+    raw_start(&r[5], RAW_CANNED, cl_and_te, sizeof cl_and_te - 1);
+    raw_start(&r[6], RAW_CANNED, status_600, sizeof status_600 - 1);
+    for (i = 0; i < 7; i++)
         send_req(h, "GET", url("http", "127.0.0.1", r[i].port, "/"), NULL, 0,
                  3000, &g[i]);
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 7; i++) {
         loop_until(&g[i].done, 3000);
         ck_assert_int_eq(g[i].status, 0);
         ck_assert_str_eq(g[i].error, want[i]);
     }
-    got_free(g, 5);
+    got_free(g, 7);
     pm_httpc_free(h);
-    for (i = 0; i < 5; i++)
+    for (i = 0; i < 7; i++)
         raw_stop(&r[i]);
     free(huge_head);
 }
