@@ -874,8 +874,9 @@ pm_server_run(struct pm_server *srv, char *err, size_t errlen)
     }
     if (srv->main_l != NULL || srv->admin_l != NULL)
         pm_log_kv(PM_LOG_INFO, "listening", "serving", "role", NULL, "url",
-                  srv->public_url, "addr", conf->addr, "tls",
-                  srv->tls ? "on" : "off", NULL);
+                  srv->public_url, "addr",
+                  srv->listen_addr ? srv->listen_addr : conf->addr, "tls",
+                  srv->tls && !srv->listen_addr ? "on" : "off", NULL);
     if (srv->main_l != NULL)
         pm_log(PM_LOG_INFO, "listening_port", "main port %d%s",
                pm_listener_port(srv->main_l),

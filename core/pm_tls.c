@@ -51,7 +51,7 @@ pm_tls_wanted(const struct pm_tls_conf *conf)
 const char *
 pm_tls_error_text(char *buf, size_t len)
 {
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e = ERR_peek_error(); /* the first: the root cause */
 
     if (e == 0)
         pm_strlcpy(buf, "unknown error", len);

@@ -193,7 +193,10 @@ tunnel_stream_end(struct tunnel_conn *c, const char *result)
         c->t->nstreams--;
         (*c->t->stats.streams_open)--;
     }
-    snprintf(st, sizeof st, "%d", c->status);
+    if (c->status > 0)
+        snprintf(st, sizeof st, "%d", c->status);
+    else
+        pm_strlcpy(st, "-", sizeof st); /* the agent relays the answer */
     snprintf(up, sizeof up, "%llu", (unsigned long long)c->up);
     snprintf(down, sizeof down, "%llu", (unsigned long long)c->down);
     snprintf(ms, sizeof ms, "%llu",

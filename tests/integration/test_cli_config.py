@@ -55,7 +55,7 @@ def test_unknown_role_exit_2_one_line():
     assert "nosuchrole" in one_line(r.stderr)
 
 
-@pytest.mark.parametrize("role", ["tunnel", "game"])
+@pytest.mark.parametrize("role", ["game"])
 def test_unimplemented_roles_exit_2(role):
     r = run_cli("--role=%s" % role)
     assert r.returncode == 2, (r.returncode, r.stderr)
@@ -80,9 +80,9 @@ def test_lambda_prints_dialect_and_lambda_keys():
 
 
 def test_role_from_env():
-    r = run_cli(env={"P2PMESH_ROLE": "tunnel"})
+    r = run_cli(env={"P2PMESH_ROLE": "game"})
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "role tunnel is not implemented yet" in r.stderr
+    assert "role game is not implemented yet" in r.stderr
     r = run_cli("--print-config", env={"P2PMESH_ROLE": "signaling"})
     assert r.returncode == 0, r.stderr
     assert "signaling.bootstrap_count = " in r.stdout
