@@ -184,7 +184,7 @@ tunnel_stream_begin(struct tunnel_conn *c, const char *kind)
 void
 tunnel_stream_end(struct tunnel_conn *c, const char *result)
 {
-    char st[8], up[24], down[24], ms[24];
+    char st[16], up[24], down[24], ms[24];
 
     if (c->kind == NULL)
         return;

@@ -30,7 +30,7 @@ from helpers import clean_env, free_port, http_get  # noqa: E402
 # Fixture modules shared by several test files (loaded here, first, so
 # that pytest rewrites their asserts): the chat role's servers and
 # clients, and the real PostgreSQL they use.
-pytest_plugins = ["pg", "chat_fixtures"]
+pytest_plugins = ["pg", "chat_fixtures", "tunnel_fixtures"]
 
 _bin_copy_dir = None
 
