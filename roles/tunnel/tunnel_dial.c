@@ -144,8 +144,12 @@ tunnel_dial_connected(struct tunnel_conn *c)
     if (getsockopt(c->target.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
         err = errno;
     if (err != 0) {
+        struct evbuffer *queued = c->target.out; /* the request waits */
+
         d->last_errno = err;
+        c->target.out = NULL;
         tunnel_end_free(&c->target);
+        c->target.out = queued;
         try_next(d);
         return;
     }

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -277,9 +278,6 @@ tunnel_end_free(struct tunnel_end *e)
         SSL_free(e->ssl);
     if (e->fd >= 0)
         close(e->fd);
-    e->rev = e->wev = NULL;
-    e->out = NULL;
-    e->ssl = NULL;
+    memset(e, 0, sizeof *e);
     e->fd = -1;
-    e->reading = false;
 }

@@ -78,6 +78,8 @@ tunnel_pipe_pump(struct tunnel_conn *c, struct tunnel_end *src,
             tunnel_end_read_off(src);
             return;
         }
+        if ((size_t)n < sizeof pipe_buf && !src->eof_next)
+            return; /* the source is drained: no empty read to prove it */
     }
     /* More may be waiting (TLS keeps decrypted records): come back on the
      * next loop pass rather than starve other connections. */
