@@ -329,15 +329,17 @@ answer_head(struct tunnel_conn *c, const struct pm_http_response *res)
     bool body = pm_http_response_has_body(res, f->method, strlen(f->method));
 
     c->status = res->status;
-    f->resp_chunked = body && res->chunked;
-    f->resp_left =
-        body && res->content_length > 0 ? (uint64_t)res->content_length : 0;
-    f->resp_close = body && !res->chunked && res->content_length < 0;
-    f->resp_done =
-        !body || (!f->resp_chunked && !f->resp_close && f->resp_left == 0);
-    f->origin_keep = res->keep_alive && !f->resp_close;
-    f->keep =
-        f->client_keep && !f->resp_close && !pm_server_is_draining(c->t->srv);
+    if (res->status >= 200) { /* 1xx: the framing comes with the final */
+        f->resp_chunked = body && res->chunked;
+        f->resp_left =
+            body && res->content_length > 0 ? (uint64_t)res->content_length : 0;
+        f->resp_close = body && !res->chunked && res->content_length < 0;
+        f->resp_done =
+            !body || (!f->resp_chunked && !f->resp_close && f->resp_left == 0);
+        f->origin_keep = res->keep_alive && !f->resp_close;
+        f->keep = f->client_keep && !f->resp_close &&
+                  !pm_server_is_draining(c->t->srv);
+    }
     evbuffer_add_printf(b, "HTTP/1.1 %d %.*s\r\n", res->status,
                         (int)res->reason_len, res->reason);
     add_headers(b, res->headers, res->nheaders, false);
