@@ -274,8 +274,12 @@ tunnel_end_free(struct tunnel_end *e)
         event_free(e->wev);
     if (e->out != NULL)
         evbuffer_free(e->out);
-    if (e->ssl != NULL)
+    if (e->ssl != NULL) {
+        /* Closed without close_notify, OpenSSL would mark the session
+         * unusable; the agent resumes it for every stream. */
+        SSL_set_shutdown(e->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(e->ssl);
+    }
     if (e->fd >= 0)
         close(e->fd);
     memset(e, 0, sizeof *e);
