@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
@@ -217,6 +218,7 @@ tunnel_conn_close(struct tunnel_conn *c, const char *result)
     if (c->dead)
         return;
     c->dead = true;
+    ERR_clear_error(); /* what a failed TLS read left */
     tunnel_stream_end(c, result);
     tunnel_dial_cancel(c);
     tunnel_forward_free(c);

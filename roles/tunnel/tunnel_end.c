@@ -103,8 +103,7 @@ tls_read(struct tunnel_end *e, char *buf, size_t cap)
                 return total > 0 ? (long)total : TUNNEL_ERR;
             }
             break;
-        default:
-            ERR_clear_error();
+        default: /* the error queue says why (pm_tls_error_text) */
             return total > 0 ? (long)total : TUNNEL_ERR;
         }
         ERR_clear_error();

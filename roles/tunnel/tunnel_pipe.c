@@ -10,7 +10,12 @@
  */
 #include "config.h"
 
+#include <stdio.h>
+
 #include <event2/event.h>
+#include <openssl/err.h>
+
+#include "pm_tls.h"
 
 #include "pm_util.h"
 #include "tunnel.h"
@@ -51,7 +56,18 @@ tunnel_pipe_pump(struct tunnel_conn *c, struct tunnel_end *src,
 
         if (n == TUNNEL_AGAIN)
             return;
+        if (n <= 0 && src == &c->target && c->t->agent && c->down == 0) {
+            /* The server ended the stream before answering: in TLS 1.3
+             * that is how it refuses the agent's certificate. */
+            char e[256], why[320];
+
+            snprintf(why, sizeof why, "the server closed the stream: %s",
+                     n == 0 ? "no answer" : pm_tls_error_text(e, sizeof e));
+            tunnel_agent_conn_failed(c, why);
+            return;
+        }
         if (n == TUNNEL_ERR) {
+            ERR_clear_error();
             tunnel_conn_close(c, "reset");
             return;
         }
