@@ -91,8 +91,11 @@ tunnel_pipe_pump(struct tunnel_conn *c, struct tunnel_end *src,
                 tunnel_conn_close(c, "reset");
                 return;
             }
-            tunnel_end_read_off(src);
-            return;
+            if (tunnel_end_pending(dst) > 0) {
+                /* dst's write event resumes us once it drains */
+                tunnel_end_read_off(src);
+                return;
+            }
         }
         if ((size_t)n < sizeof pipe_buf && !src->eof_next)
             return; /* the source is drained: no empty read to prove it */
