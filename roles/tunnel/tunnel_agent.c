@@ -69,6 +69,8 @@ client_tls(struct tunnel *t, const struct tunnel_conf *tc, struct pm_tls **out,
     return PM_OK;
 }
 
+static void probe_cb(int fd, short what, void *arg);
+
 int
 tunnel_agent_init(struct tunnel *t, char *err, size_t errlen)
 {
@@ -106,7 +108,7 @@ tunnel_agent_init(struct tunnel *t, char *err, size_t errlen)
     snprintf(ag->server_addr, sizeof ag->server_addr, "%s:%lld",
              t->conf.server_ip, (long long)t->conf.server_port);
     ag->backoff = t->conf.retry_initial;
-    ag->timer = evtimer_new(pm_server_base(t->srv), NULL, NULL);
+    ag->timer = evtimer_new(pm_server_base(t->srv), probe_cb, t);
     if (t->conf.wake_endpoint != NULL || t->conf.kill_endpoint != NULL) {
         struct pm_httpc_opts o = {0};
 
@@ -120,8 +122,6 @@ tunnel_agent_init(struct tunnel *t, char *err, size_t errlen)
 
 /* ---- probes ------------------------------------------------------------- */
 
-static void probe_cb(int fd, short what, void *arg);
-
 static void
 schedule(struct tunnel *t, uint64_t ms)
 {
@@ -129,8 +129,7 @@ schedule(struct tunnel *t, uint64_t ms)
 
     if (t->draining)
         return;
-    event_assign(t->ag->timer, pm_server_base(t->srv), -1, 0, probe_cb, t);
-    event_add(t->ag->timer, &tv);
+    event_add(t->ag->timer, &tv); /* re-adding moves a pending one */
 }
 
 /* backoff +- 20 % */
@@ -309,11 +308,12 @@ tunnel_agent_upstream_io(struct tunnel_conn *c)
         return;
     if (rv != PM_OK) {
         long v = SSL_get_verify_result(c->target.ssl);
-        const char *why = v != X509_V_OK ? X509_verify_cert_error_string(v)
-                                         : pm_tls_error_text(e, sizeof e);
+        char why[320];
 
-        snprintf(e, sizeof e, "TLS handshake with the server failed: %s", why);
-        tunnel_agent_conn_failed(c, e);
+        snprintf(why, sizeof why, "TLS handshake with the server failed: %s",
+                 v != X509_V_OK ? X509_verify_cert_error_string(v)
+                                : pm_tls_error_text(e, sizeof e));
+        tunnel_agent_conn_failed(c, why);
         return;
     }
     if (c->probe) {
