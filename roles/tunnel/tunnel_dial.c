@@ -66,6 +66,10 @@ static void
 dial_fail(struct tunnel_conn *c, int status, const char *error,
           const char *details)
 {
+    char why[400];
+
+    pm_strlcpy(why, details, sizeof why); /* details may live in c->dial */
+    details = why;
     tunnel_dial_cancel(c);
     if (c->t->agent)
         tunnel_agent_conn_failed(c, details);
