@@ -203,6 +203,9 @@ void tunnel_conns_drain(struct tunnel *t);
 void tunnel_pipe_pump(struct tunnel_conn *c, struct tunnel_end *src,
                       struct tunnel_end *dst);
 void tunnel_pipe_writable(struct tunnel_conn *c, struct tunnel_end *dst);
+/* A pipe read (n: 0 or TUNNEL_ERR) or write failed: close it, or on the
+ * agent before the server answered anything, answer the client 502. */
+void tunnel_pipe_failed(struct tunnel_conn *c, long n);
 
 /* tunnel_policy.c: egress policy */
 struct tunnel_policy *tunnel_policy_new(const struct tunnel_conf *conf,

@@ -615,7 +615,7 @@ tunnel_pipe_start(struct tunnel_conn *c)
         evbuffer_add_buffer(c->target.out, c->head);
     }
     if (tunnel_end_flush(&c->target) == PM_EIO) {
-        tunnel_conn_close(c, "reset");
+        tunnel_pipe_failed(c, TUNNEL_ERR);
         return;
     }
     tunnel_conn_arm(c);

@@ -32,6 +32,23 @@ pipe_check_done(struct tunnel_conn *c)
         tunnel_conn_close(c, "ok");
 }
 
+void
+tunnel_pipe_failed(struct tunnel_conn *c, long n)
+{
+    char e[256], why[320];
+
+    if (!c->t->agent || c->down > 0) {
+        ERR_clear_error();
+        tunnel_conn_close(c, "reset");
+        return;
+    }
+    /* The server ended the stream before answering: in TLS 1.3 that is
+     * how it refuses the agent's certificate. */
+    snprintf(why, sizeof why, "the server closed the stream: %s",
+             n == 0 ? "no answer" : pm_tls_error_text(e, sizeof e));
+    tunnel_agent_conn_failed(c, why);
+}
+
 static void
 count(struct tunnel_conn *c, struct tunnel_end *src, long n)
 {
@@ -56,19 +73,9 @@ tunnel_pipe_pump(struct tunnel_conn *c, struct tunnel_end *src,
 
         if (n == TUNNEL_AGAIN)
             return;
-        if (n <= 0 && src == &c->target && c->t->agent && c->down == 0) {
-            /* The server ended the stream before answering: in TLS 1.3
-             * that is how it refuses the agent's certificate. */
-            char e[256], why[320];
-
-            snprintf(why, sizeof why, "the server closed the stream: %s",
-                     n == 0 ? "no answer" : pm_tls_error_text(e, sizeof e));
-            tunnel_agent_conn_failed(c, why);
-            return;
-        }
-        if (n == TUNNEL_ERR) {
-            ERR_clear_error();
-            tunnel_conn_close(c, "reset");
+        if (n == TUNNEL_ERR ||
+            (n == 0 && c->t->agent && src == &c->target && c->down == 0)) {
+            tunnel_pipe_failed(c, n);
             return;
         }
         if (n == 0) {
@@ -83,12 +90,12 @@ tunnel_pipe_pump(struct tunnel_conn *c, struct tunnel_end *src,
         count(c, src, n);
         w = tunnel_end_write(dst, pipe_buf, (size_t)n);
         if (w == TUNNEL_ERR) {
-            tunnel_conn_close(c, "reset");
+            tunnel_pipe_failed(c, w);
             return;
         }
         if (w < n) {
             if (tunnel_end_send(dst, pipe_buf + w, (size_t)(n - w)) == PM_EIO) {
-                tunnel_conn_close(c, "reset");
+                tunnel_pipe_failed(c, TUNNEL_ERR);
                 return;
             }
             if (tunnel_end_pending(dst) > 0) {
@@ -112,7 +119,7 @@ tunnel_pipe_writable(struct tunnel_conn *c, struct tunnel_end *dst)
     int rv = tunnel_end_flush(dst);
 
     if (rv == PM_EIO) {
-        tunnel_conn_close(c, "reset");
+        tunnel_pipe_failed(c, TUNNEL_ERR);
         return;
     }
     if (rv == PM_EAGAIN)
