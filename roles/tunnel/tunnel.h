@@ -153,6 +153,9 @@ struct tunnel {
 int tunnel_end_init(struct tunnel_end *e, struct event_base *base, int fd,
                     void (*rd)(int, short, void *),
                     void (*wr)(int, short, void *), void *arg);
+/* Speak TLS over e's socket with ssl (owned): partial writes from a
+ * moving buffer, read-ahead, EOF without close_notify accepted. */
+void tunnel_end_tls(struct tunnel_end *e, struct ssl_st *ssl);
 /* Bytes read (> 0), 0 at end of stream, TUNNEL_AGAIN or TUNNEL_ERR. */
 long tunnel_end_read(struct tunnel_end *e, char *buf, size_t cap);
 /* Bytes written (>= 0), or TUNNEL_ERR. */

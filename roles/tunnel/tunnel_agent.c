@@ -259,11 +259,7 @@ tunnel_agent_connected_tcp(struct tunnel_conn *c)
         tunnel_agent_conn_failed(c, "cannot create a TLS session");
         return;
     }
-    SSL_set_fd(ssl, c->target.fd);
-    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
-    c->target.ssl = ssl;
+    tunnel_end_tls(&c->target, ssl);
     c->state = TS_UPSTREAM;
     tunnel_agent_upstream_io(c);
 }

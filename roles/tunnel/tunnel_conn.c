@@ -817,15 +817,13 @@ tunnel_accept(void *state, int fd, const char *peer)
     if (!t->agent) {
         if (t->nconns > t->conf.max_connections)
             c->over_limit = true;
-        c->client.ssl = pm_tls_new_ssl(t->tls, NULL);
-        if (c->client.ssl == NULL) {
+        struct ssl_st *ssl = pm_tls_new_ssl(t->tls, NULL);
+
+        if (ssl == NULL) {
             tunnel_conn_close(c, NULL);
             return;
         }
-        SSL_set_fd(c->client.ssl, fd);
-        SSL_set_mode(c->client.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        SSL_set_options(c->client.ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        tunnel_end_tls(&c->client, ssl);
         c->state = TS_HANDSHAKE;
     } else {
         c->state = TS_HEAD;

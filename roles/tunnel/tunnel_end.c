@@ -38,6 +38,18 @@ tunnel_end_init(struct tunnel_end *e, struct event_base *base, int fd,
 }
 
 void
+tunnel_end_tls(struct tunnel_end *e, SSL *ssl)
+{
+    SSL_set_fd(ssl, e->fd);
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    /* Whole records per read(): one syscall per record instead of two. */
+    SSL_set_read_ahead(ssl, 1);
+    e->ssl = ssl;
+}
+
+void
 tunnel_end_read_on(struct tunnel_end *e)
 {
     if (!e->reading && !e->eof && e->rev != NULL) {
