@@ -83,6 +83,8 @@ run_deferred(evutil_socket_t fd, short what, void *arg)
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg);
 
+#define PM_LOOP_MAX_CALLBACKS 64
+
 struct pm_loop *
 pm_loop_new(char *err, size_t errlen)
 {
@@ -90,6 +92,10 @@ pm_loop_new(char *err, size_t errlen)
     struct event_config *ec = event_config_new();
 
     event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    /* Poll again after this many callbacks, so a callback that keeps
+     * re-activating itself (a busy tunnel pipe) cannot starve the sockets
+     * waiting in epoll. */
+    event_config_set_max_dispatch_interval(ec, NULL, PM_LOOP_MAX_CALLBACKS, 0);
     loop->base = event_base_new_with_config(ec);
     event_config_free(ec);
     if (loop->base == NULL) {

@@ -376,18 +376,20 @@ stop_stack() {
     done
     local rc name
     for pid in "${stack_pids[@]}"; do
-        name=$(cat "/proc/$pid/comm" 2>/dev/null || echo "?")
+        name=$cur_server
+        [ "$pid" = "$front_pid" ] || name=tinyproxy
         if kill -0 "$pid" 2>/dev/null; then
             log "process $pid ($name) ignored SIGTERM for 5 s; killing it"
-            echo "$cur_phase $cur_server $name: ignored SIGTERM for 5 s, killed" >>"$out/server-exits.txt"
+            echo "$cur_phase $name: ignored SIGTERM for 5 s, killed" >>"$out/server-exits.txt"
             kill -KILL "$pid" 2>/dev/null || true
         fi
         rc=0
         wait "$pid" 2>/dev/null || rc=$?
-        # 0, or 143 (SIGTERM) are clean; anything else is worth a line
+        # 0 and 143 (SIGTERM) are clean, 137 is the kill logged above;
+        # anything else (a crash) is worth a line
         case $rc in
         0 | 143 | 137) ;;
-        *) echo "$cur_phase $cur_server $name: exit status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))")" >>"$out/server-exits.txt" ;;
+        *) echo "$cur_phase $name: exit status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))")" >>"$out/server-exits.txt" ;;
         esac
     done
     stack_pids=()
