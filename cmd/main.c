@@ -86,8 +86,6 @@ main(int argc, char **argv)
         return fail("unknown role '%s' (roles: signaling, chat, tunnel, "
                     "game, lambda)",
                     role_name);
-    if (!pm_role_is_implemented(role))
-        return fail("role %s is not implemented yet", role->name);
     if (role->abi != PM_ROLE_ABI)
         return fail("role %s was built for another role ABI", role->name);
 

@@ -1,8 +1,7 @@
 /*
  * pm_role: the contract between the core and a role. Each role exports one
  * const struct pm_role pm_role_<name> (designated initialisers; unset hooks
- * are NULL) listed in roles/pm_roles.c. A role whose init is NULL is
- * registered but not implemented yet: the binary says so and exits 2.
+ * are NULL) listed in roles/pm_roles.c.
  *
  * Threading: every hook runs on the loop thread. Ownership: hooks borrow
  * every pointer they are given; a role frees what it allocates (its state
@@ -56,6 +55,10 @@ struct pm_role {
                 char *err, size_t errlen);
     int (*start)(void *state, char *err, size_t errlen);
     void (*stop)(void *state);
+    /* Optional, first thing on SIGTERM: while WebSocket clients are
+     * still open (the core closes them with 1001 right after), so a
+     * role can send them last words. */
+    void (*drain)(void *state);
     /* After stop: true while the role still has shutdown work (a final
      * backup); the server waits for it within shutdown.grace. */
     bool (*busy)(void *state);

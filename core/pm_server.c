@@ -668,6 +668,41 @@ emf_cb(evutil_socket_t fd, short what, void *arg)
                         srv->role->name);
 }
 
+int
+pm_server_jwt_secret(const struct pm_core_conf *core, bool shared, char **out,
+                     char *err, size_t errlen)
+{
+    const char *s = core->jwt_secret;
+    bool prod = strcmp(core->env, "production") == 0;
+
+    if (s == NULL || s[0] == '\0') {
+        uint8_t raw[32];
+
+        if (prod || shared)
+            return pm_errf(err, errlen, PM_EINVAL,
+                           "%s needs jwt.secret (JWT_SECRET)",
+                           prod ? "env=production" : "a cluster");
+        pm_random_bytes(raw, sizeof raw);
+        *out = pm_xmalloc(2 * sizeof raw + 1);
+        pm_hex_encode(raw, sizeof raw, *out);
+        pm_log(PM_LOG_WARN, "jwt_secret_random",
+               "no jwt.secret: a random one is used, so tokens do not "
+               "survive a restart or work across instances");
+        return PM_OK;
+    }
+    if (prod && (strcmp(s, "CHANGE_THIS_IN_PRODUCTION") == 0 ||
+                 strlen(s) < PM_JWT_SECRET_MIN))
+        return pm_errf(err, errlen, PM_EINVAL,
+                       "env=production refuses a default jwt.secret or one "
+                       "shorter than %d bytes",
+                       PM_JWT_SECRET_MIN);
+    if (strlen(s) < PM_JWT_SECRET_MIN)
+        pm_log(PM_LOG_WARN, "jwt_secret_weak",
+               "jwt.secret is shorter than %d bytes", PM_JWT_SECRET_MIN);
+    *out = pm_xstrdup(s);
+    return PM_OK;
+}
+
 void
 pm_server_exit(struct pm_server *srv, int code)
 {
@@ -695,6 +730,8 @@ on_terminate(int signo, void *arg)
            "%s: draining %lld WebSocket clients (grace %llums)",
            strsignal(signo), (long long)*srv->stats.ws_open,
            (unsigned long long)srv->conf->shutdown_grace);
+    if (srv->role->drain != NULL)
+        srv->role->drain(srv->role_state);
     for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         pm_conn_drain(c);

@@ -90,6 +90,15 @@ int pm_server_conf_check(const struct pm_core_conf *conf, char *err,
 /* The TLS settings of the core keys (strings borrowed from c). */
 struct pm_tls_conf pm_server_tls_conf(const struct pm_core_conf *c);
 
+/*
+ * The HS256 key of jwt.secret for a role that issues tokens, malloc'd in
+ * *out. Without one: a random key per start with a warning, or an error
+ * when shared (instances must verify each other's tokens) or
+ * env=production. env=production also refuses a default or short one.
+ */
+#define PM_JWT_SECRET_MIN 32
+int pm_server_jwt_secret(const struct pm_core_conf *core, bool shared,
+                         char **out, char *err, size_t errlen);
 /* For roles: stop the loop now; pm_server_run returns code. */
 void pm_server_exit(struct pm_server *srv, int code);
 

@@ -30,9 +30,3 @@ pm_roles_find(const char *name)
             return *r;
     return NULL;
 }
-
-bool
-pm_role_is_implemented(const struct pm_role *role)
-{
-    return role->init != NULL;
-}

@@ -11,7 +11,5 @@ extern const struct pm_role *const pm_role_table[];
 
 /* The role called name, or NULL. */
 const struct pm_role *pm_roles_find(const char *name);
-/* True when the role has a server behind it (init is set). */
-bool pm_role_is_implemented(const struct pm_role *role);
 
 #endif

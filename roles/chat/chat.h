@@ -11,7 +11,7 @@
  *   chat_streams.c   stream keys and the nginx-rtmp callbacks
  *   chat_cluster.c   Redis fan-out across instances, presence
  *   chat_backup.c    SQLite snapshots to S3, restore at start
- *   chat_web.c       the embedded web client
+ *   chat_web.h       the embedded web client (served by pm_asset)
  *
  * Everything runs on the loop thread; database work is asynchronous
  * (pm_db) and password hashing runs on the worker pool.
@@ -352,11 +352,5 @@ int chat_db_open(struct chat *chat, char *err, size_t errlen);
 int chat_streams_route(struct chat *chat, struct pm_conn *c,
                        const struct pm_http_request *req, const uint8_t *body,
                        size_t len);
-
-/* ---- chat_web.c ------------------------------------------------------ */
-
-/* Serve the web client's files; PM_ENOTFOUND for other paths. */
-int chat_web_route(struct chat *chat, struct pm_conn *c,
-                   const struct pm_http_request *req);
 
 #endif

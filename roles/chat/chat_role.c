@@ -13,6 +13,7 @@
 #include <event2/event.h>
 
 #include "chat.h"
+#include "chat_web.h"
 #include "pm_addr.h"
 #include "pm_conn.h"
 #include "pm_http.h"
@@ -24,7 +25,6 @@
 
 #define OFF(f) offsetof(struct chat_conf, f)
 #define CHAT_DEFAULT_DB "sqlite:data/p2pmesh.db"
-#define CHAT_SECRET_MIN 32
 #define CHAT_SWEEP_MS 60000
 
 static const char *const journals[] = {"wal", "delete", NULL};
@@ -129,42 +129,6 @@ stats_init(struct chat *chat, struct pm_metrics *m)
                                     "WebSocket sessions here");
 }
 
-/* The HS256 key: configured, or (outside production) random per start. */
-static int
-secret_init(struct chat *chat, const struct pm_core_conf *core, char *err,
-            size_t errlen)
-{
-    const char *s = core->jwt_secret;
-    bool prod = strcmp(core->env, "production") == 0;
-
-    if (s == NULL || s[0] == '\0') {
-        uint8_t raw[32];
-
-        if (prod)
-            return pm_errf(err, errlen, PM_EINVAL,
-                           "env=production needs jwt.secret (JWT_SECRET)");
-        pm_random_bytes(raw, sizeof raw);
-        chat->secret = pm_xmalloc(2 * sizeof raw + 1);
-        pm_hex_encode(raw, sizeof raw, chat->secret);
-        pm_log(PM_LOG_WARN, "jwt_secret_random",
-               "no jwt.secret: a random one is used, so tokens do not "
-               "survive a restart or work across instances");
-    } else {
-        if (prod && (strcmp(s, "CHANGE_THIS_IN_PRODUCTION") == 0 ||
-                     strlen(s) < CHAT_SECRET_MIN))
-            return pm_errf(err, errlen, PM_EINVAL,
-                           "env=production refuses a default jwt.secret or "
-                           "one shorter than %d bytes",
-                           CHAT_SECRET_MIN);
-        if (strlen(s) < CHAT_SECRET_MIN)
-            pm_log(PM_LOG_WARN, "jwt_secret_weak",
-                   "jwt.secret is shorter than %d bytes", CHAT_SECRET_MIN);
-        chat->secret = pm_xstrdup(s);
-    }
-    chat->secret_len = strlen(chat->secret);
-    return PM_OK;
-}
-
 static void
 sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -208,7 +172,8 @@ chat_init(struct pm_server *srv, const void *conf, void **state, char *err,
     chat->srv = srv;
     chat->conf = cc;
     stats_init(chat, pm_server_metrics(srv));
-    if (secret_init(chat, core, err, errlen) != PM_OK ||
+    if (pm_server_jwt_secret(core, false, &chat->secret, err, errlen) !=
+            PM_OK ||
         pm_cidr_list_parse(cc->rtmp_allow, &chat->rtmp_allow, err, errlen) !=
             PM_OK ||
         chat_backup_init(chat, db_url(chat), &restore, err, errlen) != PM_OK ||
@@ -217,6 +182,7 @@ chat_init(struct pm_server *srv, const void *conf, void **state, char *err,
         chat_destroy(chat);
         return PM_EINVAL;
     }
+    chat->secret_len = strlen(chat->secret);
     *state = chat;
     return PM_OK;
 }
@@ -318,7 +284,7 @@ route(struct chat *chat, struct pm_conn *c, const struct pm_http_request *req,
     }
     if (has_prefix(req, "/stream/"))
         return chat_streams_route(chat, c, req, body, len);
-    return chat_web_route(chat, c, req);
+    return pm_asset_route(c, req, chat_assets);
 }
 
 static int

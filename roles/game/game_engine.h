@@ -56,7 +56,7 @@ struct game_snake {
     int grow;                      /* cells still to grow (tail stays) */
     bool alive;
     int score;                     /* food eaten (= length - start length) */
-    int64_t last_cmd;              /* highest command seq accepted */
+    int64_t last_cmd;              /* highest command seq accepted, or -1 */
 };
 
 enum game_event_kind {
@@ -108,7 +108,12 @@ void game_free(struct game *g);
 /*
  * Add a player's snake at the next spread-out start slot (waiting games
  * only). Returns the snake id, PM_ECONFLICT if user_id already has one,
- * PM_ELIMIT when the game is full, PM_EINVAL when not waiting.
+ * PM_ELIMIT when the game is full (set.max_players), PM_EINVAL when not
+ * waiting or when user_id is empty or longer than GAME_USER_MAX bytes.
+ * Slot i lies in a row of its own (eight rows spread over the height):
+ * slots 0 and 1 in the middle facing each other from the left and right
+ * thirds, then top and bottom, then between; the body extends straight
+ * behind the head, with at least 3 free cells ahead of it.
  */
 int game_add_player(struct game *g, const char *user_id);
 /* The snake id of user_id, or -1. */
@@ -120,26 +125,40 @@ int game_snake_of(const struct game *g, const char *user_id);
 int game_start(struct game *g);
 /*
  * Queue a turn for a live snake of a running game. seq is the client's
- * command number: a seq at or below the snake's last accepted one is a
- * resend and returns PM_ECONFLICT without effect. A reversal or a
- * repeat of the direction the snake will already have is accepted (seq
- * recorded) but queues nothing. PM_ELIMIT when the queue is full,
- * PM_EINVAL for a dead snake or a game that is not running.
+ * command number (any seq above -1 is new to a fresh snake): a seq at or
+ * below the snake's last accepted one is a resend and returns
+ * PM_ECONFLICT without effect. A reversal or a repeat of the direction
+ * the snake will already have (after its queued turns) is accepted (seq
+ * recorded) but queues nothing. PM_ELIMIT when the queue is full (seq
+ * not recorded, so the client may resend it), PM_EINVAL for a dead
+ * snake, a bad id or direction, or a game that is not running.
  */
 int game_turn(struct game *g, int snake, enum game_dir dir, int64_t seq);
 /*
- * Advance one tick (running games only): apply at most one queued turn
- * per snake, move every live snake, resolve collisions, eat, refill
- * food, and end the game when its end condition holds. Events of the
- * tick replace g->events.
+ * Advance one tick (running games only; otherwise g->events is just
+ * emptied): tick + 1; apply at most one queued turn per live snake
+ * (TURNED, in snake id order); move every live snake (MOVED); judge
+ * collisions against the moved bodies of the snakes alive at the start
+ * of the tick, in the order bounds, head-on, other body, own body (DIED
+ * in id order; a dead snake is rolled back to its body before the move,
+ * keeps the direction it turned to, loses its queued turns and stops
+ * being an obstacle); survivors eat (FOOD_EATEN); food is refilled on
+ * random free cells (FOOD_SPAWNED); the game ends when at most one
+ * snake of a multiplayer game, or the snake of a solo game, is left
+ * alive (STATUS, ENDED). Events of the tick replace g->events.
  */
 void game_step(struct game *g);
 /* Food the board keeps for the game's player count. */
 int game_food_target(const struct game *g);
 /*
- * The state fingerprint sent as TickHash: 32-bit FNV-1a over tick, each
- * live snake's id, length and cells, and the food cells (docs/game.md
- * gives the exact order, which the web client reproduces).
+ * The state fingerprint sent as TickHash, which the web client
+ * reproduces: 32-bit FNV-1a (offset basis 2166136261, prime 16777619)
+ * over a sequence of unsigned 32-bit integers, each fed as its 4 bytes
+ * little-endian (low byte first). The sequence: tick (low 32 bits); then
+ * for each live snake in id order: id, length, and x, y of each body
+ * cell from the head; then the food count and x, y of each food in
+ * board order (a spawn appends, eating removes keeping the others'
+ * order).
  */
 uint32_t game_hash(const struct game *g);
 

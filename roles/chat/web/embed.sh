@@ -18,7 +18,7 @@ for f in index.html app.js app.css; do
     n=$((n + 1))
 done
 cat <<'TAIL'
-const struct chat_asset chat_assets[] = {
+const struct pm_asset chat_assets[] = {
     {"/", "text/html; charset=utf-8", asset0, sizeof asset0},
     {"/app.js", "text/javascript; charset=utf-8", asset1, sizeof asset1},
     {"/app.css", "text/css; charset=utf-8", asset2, sizeof asset2},

@@ -1,15 +1,12 @@
 /*
- * chat_web: serves the embedded web client (index.html, app.js, app.css
- * from roles/chat/web/) with an ETag so that browsers revalidate cheaply,
- * and security headers that keep it to its own origin.
+ * pm_asset: serves embedded files (see pm_asset.h).
  */
 #include "config.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "chat.h"
-#include "chat_web.h"
+#include "pm_asset.h"
 #include "pm_conn.h"
 #include "pm_http.h"
 #include "pm_util.h"
@@ -37,17 +34,16 @@ fnv1a(const unsigned char *p, size_t n)
 }
 
 int
-chat_web_route(struct chat *chat, struct pm_conn *c,
-               const struct pm_http_request *req)
+pm_asset_route(struct pm_conn *c, const struct pm_http_request *req,
+               const struct pm_asset *table)
 {
-    const struct chat_asset *a;
+    const struct pm_asset *a;
     const struct pm_http_header *inm;
     char etag[32], headers[sizeof WEB_HEADERS + 64];
 
-    (void)chat;
     if (!(req->method_len == 3 && memcmp(req->method, "GET", 3) == 0))
         return PM_ENOTFOUND;
-    for (a = chat_assets; a->path != NULL; a++)
+    for (a = table; a->path != NULL; a++)
         if (req->path_len == strlen(a->path) &&
             memcmp(req->path, a->path, req->path_len) == 0)
             break;
@@ -55,7 +51,7 @@ chat_web_route(struct chat *chat, struct pm_conn *c,
         !(req->path_len == 11 && memcmp(req->path, "/index.html", 11) == 0))
         return PM_ENOTFOUND;
     if (a->path == NULL)
-        a = chat_assets; /* /index.html is / */
+        a = table; /* /index.html is / */
     snprintf(etag, sizeof etag, "\"%016llx\"", fnv1a(a->data, a->len));
     snprintf(headers, sizeof headers, "%sETag: %s\r\n", WEB_HEADERS, etag);
     inm = pm_http_header_get(req, "If-None-Match");
