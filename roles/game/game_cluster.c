@@ -86,7 +86,7 @@ node_id_load(struct game_node *gn, char *err, size_t errlen)
     }
     if (id == 0) {
         pm_random_bytes(&id, sizeof id);
-        id = (id & ((1ULL << 53) - 1)) | 1; /* a JSON-safe, non-zero id */
+        id = id % 999999999999999ULL + 1; /* exact as a JSON number */
         f = fopen(path, "w");
         if (f == NULL || fprintf(f, "%" PRIu64 "\n", id) < 0 || fclose(f) != 0)
             return pm_errf(err, errlen, PM_EIO, "cannot write %s: %s", path,
@@ -389,6 +389,24 @@ game_cluster_join_request(struct game_node *gn, uint64_t id,
     pm_raft_add(gn->raft, id, raft_addr, change_done, gn);
 }
 
+/* Would the live voters still be a majority once id is gone? */
+static bool
+quorum_without(struct game_node *gn, uint64_t id)
+{
+    struct pm_raft_server sv[MAX_SERVERS];
+    size_t n = pm_raft_servers(gn->raft, sv, MAX_SERVERS), i;
+    int voters = 0, live = 0;
+
+    for (i = 0; i < n && i < MAX_SERVERS; i++) {
+        if (sv[i].id == id || sv[i].role != PM_RAFT_VOTER)
+            continue;
+        voters++;
+        if (game_peer_down_ms(gn, sv[i].id) == 0)
+            live++;
+    }
+    return 2 * live > voters;
+}
+
 void
 game_cluster_leave_request(struct game_node *gn, uint64_t id)
 {
@@ -402,11 +420,18 @@ game_cluster_leave_request(struct game_node *gn, uint64_t id)
     snprintf(num, sizeof num, "%" PRIu64, id);
     cJSON_AddStringToObject(e, "id", num);
     game_ctl_propose(gn, e);
-    if (!gn->change_busy) {
-        gn->change_busy = true;
-        pm_log(PM_LOG_INFO, "node_leaving", "removing node %" PRIu64, id);
-        pm_raft_remove(gn->raft, id, change_done, gn);
+    if (gn->change_busy)
+        return; /* dead_after removes it later */
+    if (!quorum_without(gn, id)) {
+        pm_log(PM_LOG_WARN, "node_leaving_kept",
+               "node %" PRIu64 " left but stays a voter: without it the live "
+               "voters would not be a majority (game.dead_after removes it)",
+               id);
+        return;
     }
+    gn->change_busy = true;
+    pm_log(PM_LOG_INFO, "node_leaving", "removing node %" PRIu64, id);
+    pm_raft_remove(gn->raft, id, change_done, gn);
 }
 
 /* Games of unreachable owners move to live nodes. */

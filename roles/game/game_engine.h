@@ -34,11 +34,11 @@ enum game_death {
 };
 
 struct game_settings {
-    int width, height; /* GAME_MIN_SIDE..GAME_MAX_SIDE */
-    int tick_ms;       /* informational (the caller's clock), 20..2000 */
-    int food;          /* food kept on the board with one player */
+    int width, height;   /* GAME_MIN_SIDE..GAME_MAX_SIDE */
+    int tick_ms;         /* informational (the caller's clock), 20..2000 */
+    int food;            /* food kept on the board with one player */
     int food_per_player; /* added per player beyond the first */
-    int max_players;   /* 1..GAME_MAX_SNAKES */
+    int max_players;     /* 1..GAME_MAX_SNAKES */
 };
 
 struct game_point {
@@ -46,27 +46,27 @@ struct game_point {
 };
 
 struct game_snake {
-    int id;                        /* index in g->snakes, 0-based */
+    int id; /* index in g->snakes, 0-based */
     char user_id[GAME_USER_MAX + 1];
-    struct game_point *body;       /* head first, len cells (owned) */
+    struct game_point *body; /* head first, len cells (owned) */
     int len, cap;
-    enum game_dir dir;             /* direction of the last move */
+    enum game_dir dir; /* direction of the last move */
     enum game_dir turns[GAME_TURN_QUEUE];
     int nturns;
-    int grow;                      /* cells still to grow (tail stays) */
+    int grow; /* cells still to grow (tail stays) */
     bool alive;
-    int score;                     /* food eaten (= length - start length) */
-    int64_t last_cmd;              /* highest command seq accepted, or -1 */
+    int score;        /* food eaten (= length - start length) */
+    int64_t last_cmd; /* highest command seq accepted, or -1 */
 };
 
 enum game_event_kind {
-    GAME_EV_TURNED = 0, /* snake, dir: the turn used for this tick's move */
-    GAME_EV_MOVED,      /* every live snake moved one cell */
-    GAME_EV_FOOD_EATEN, /* snake, pos */
-    GAME_EV_DIED,       /* snake, cause, other (killer/other head or -1) */
+    GAME_EV_TURNED = 0,   /* snake, dir: the turn used for this tick's move */
+    GAME_EV_MOVED,        /* every live snake moved one cell */
+    GAME_EV_FOOD_EATEN,   /* snake, pos */
+    GAME_EV_DIED,         /* snake, cause, other (killer/other head or -1) */
     GAME_EV_FOOD_SPAWNED, /* pos */
-    GAME_EV_STATUS,     /* status */
-    GAME_EV_ENDED       /* winner (snake id or -1) */
+    GAME_EV_STATUS,       /* status */
+    GAME_EV_ENDED         /* winner (snake id or -1) */
 };
 
 struct game_event {
@@ -83,10 +83,10 @@ struct game_event {
 struct game {
     struct game_settings set;
     enum game_status status;
-    uint64_t tick;     /* ticks stepped since the start */
-    uint64_t rng;      /* generator state (splitmix64) */
-    bool multiplayer;  /* more than one snake when it started */
-    int winner;        /* snake id, or -1 (none yet, draw, solo) */
+    uint64_t tick;    /* ticks stepped since the start */
+    uint64_t rng;     /* generator state (splitmix64) */
+    bool multiplayer; /* more than one snake when it started */
+    int winner;       /* snake id, or -1 (none yet, draw, solo) */
     struct game_snake snakes[GAME_MAX_SNAKES];
     int nsnakes;
     struct game_point food[GAME_MAX_FOOD];
