@@ -64,6 +64,7 @@ game_state_json(const struct game *g)
         cJSON_AddStringToObject(s, "direction", game_dir_name(sn->dir));
         cJSON_AddBoolToObject(s, "alive", sn->alive);
         cJSON_AddNumberToObject(s, "score", sn->score);
+        cJSON_AddNumberToObject(s, "grow", sn->grow);
         cJSON_AddItemToArray(snakes, s);
     }
     cJSON_AddItemToObject(o, "food", points_json(g->food, g->nfood));

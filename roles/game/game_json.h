@@ -18,18 +18,18 @@ struct cJSON;
 
 /*
  * Snapshot.state: {"tick","status","width","height","tick_ms","snakes":
- * [{"id","user_id","body":[[x,y]..],"direction","alive","score"}],
+ * [{"id","user_id","body":[[x,y]..],"direction","alive","score","grow"}],
  * "food":[[x,y]..]}.
  */
 struct cJSON *game_state_json(const struct game *g);
 /*
  * The "event" value of one engine event: "Moved" (a bare string), or a
  * one-key object such as {"SnakeTurned":{"snake_id":0,"direction":"Up"}},
- * {"SnakeDied":{"snake_id":1,"cause":"SnakeBody","other":0}},
+ * {"SnakeDied":{"snake_id":1,"cause":"SnakeBody","other":0|null}},
  * {"FoodSpawned":{"position":[x,y]}}, {"FoodEaten":{"snake_id":0,
  * "position":[x,y]}}, {"StatusUpdated":{"status":"running"}},
  * {"GameEnded":{"winner":0|null,"scores":[{"snake_id","user_id",
- * "score"}]}}.
+ * "score"}]}} (every snake's score). null stands for -1 (no snake).
  */
 struct cJSON *game_event_json(const struct game *g,
                               const struct game_event *ev);
@@ -43,12 +43,22 @@ struct cJSON *game_settings_json(const struct game_settings *s);
  */
 int game_settings_parse(const struct cJSON *obj, struct game_settings *s,
                         char *err, size_t errlen);
-/* Everything needed to resume g elsewhere. */
+/*
+ * Everything needed to resume g elsewhere: {"settings":{..},"status",
+ * "tick","rng":"<decimal uint64>","multiplayer","winner" (-1 for none),
+ * "snakes":[{"id","user_id","body":[[x,y]..],"dir","turns":["Up"..],
+ * "grow","alive","score","last_cmd"}],"food":[[x,y]..]}.
+ */
 struct cJSON *game_checkpoint_json(const struct game *g);
 /*
  * The game a checkpoint describes (events empty), or NULL with the reason
- * in err when it is malformed or out of range. Resuming it and stepping
- * gives exactly what stepping the original would have given.
+ * in err when it is malformed or out of range: every field present with
+ * its type, settings that pass game_settings_check, at most max_players
+ * snakes with ids in order and distinct user ids, bodies of adjacent
+ * cells inside the grid, queued turns that each turn by 90 degrees, at
+ * most GAME_MAX_FOOD food cells inside the grid, and a started game with
+ * snakes. Resuming it and stepping gives exactly what stepping the
+ * original would have given.
  */
 struct game *game_restore(const struct cJSON *ck, char *err, size_t errlen);
 
