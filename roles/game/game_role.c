@@ -386,6 +386,13 @@ role_http(void *state, struct pm_conn *c, const struct pm_http_request *req,
         guest_route(gn, c, body, body_len);
         return PM_OK;
     }
+    if (path_is(req, "POST", "/api/auth/register") ||
+        path_is(req, "POST", "/api/auth/login")) {
+        reply_message(c, 501,
+                      "accounts are not implemented yet: use POST "
+                      "/api/auth/guest, or tokens signed with jwt.secret");
+        return PM_OK;
+    }
     if (path_is(req, "GET", "/api/games")) {
         games_route(gn, c);
         return PM_OK;
