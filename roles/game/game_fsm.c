@@ -267,8 +267,9 @@ apply_unqueue(struct game_node *gn, const cJSON *e)
 {
     const char *user = str_of(e, "user");
 
-    if (user == NULL || unqueue(gn, user, true) < 0)
+    if (user == NULL)
         return;
+    unqueue(gn, user, true); /* not queued: still answered */
     {
         cJSON *m = cJSON_CreateString("QueueLeft");
 

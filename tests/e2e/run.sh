@@ -1,7 +1,8 @@
 #!/bin/sh
 # run.sh: run the browser tests in a network namespace that has only
 # loopback, so ICE never tries a real interface: the DataChannel test
-# (datachannel.mjs, signaling) and the chat web client (chat.mjs). Both
+# (datachannel.mjs, signaling), the chat web client (chat.mjs), the game
+# client's model (game_model.mjs) and the game web client (game.mjs). All
 # run; the first failure's exit code is kept.
 # Needs root (unshare --net). Do apt/npm installs before: there is no network
 # inside. Exit: 0 pass, 1 fail, 77 skip (no /usr/bin/chromium).
@@ -27,4 +28,6 @@ export dir
 exec unshare --net sh -c 'ip link set lo up || exit 1; rc=0
 node "$dir/datachannel.mjs" || rc=$?
 node "$dir/chat.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
+node "$dir/game_model.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
+node "$dir/game.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
 exit "$rc"'
