@@ -484,15 +484,13 @@ dispatch(struct game_node *gn, struct game_session *s, const char *tag,
         on_authenticate(gn, s, body);
         return;
     }
-    if (strcmp(tag, "Ping") == 0) {
-        on_ping(s, body);
-        return;
-    }
     if (!s->authed) {
         deny(s, "Authenticate first");
         return;
     }
-    if (strcmp(tag, "GameCommand") == 0)
+    if (strcmp(tag, "Ping") == 0)
+        on_ping(s, body);
+    else if (strcmp(tag, "GameCommand") == 0)
         on_command(gn, s, body);
     else if (strcmp(tag, "QueueForMatch") == 0)
         on_queue(gn, s, body);

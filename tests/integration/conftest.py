@@ -29,8 +29,8 @@ from helpers import clean_env, free_port, http_get  # noqa: E402
 
 # Fixture modules shared by several test files (loaded here, first, so
 # that pytest rewrites their asserts): the chat role's servers and
-# clients, and the real PostgreSQL they use.
-pytest_plugins = ["pg", "chat_fixtures", "tunnel_fixtures"]
+# clients, the tunnel's and the game's, and the real PostgreSQL they use.
+pytest_plugins = ["pg", "chat_fixtures", "tunnel_fixtures", "game_fixtures"]
 
 _bin_copy_dir = None
 
