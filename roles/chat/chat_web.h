@@ -1,6 +1,6 @@
 /*
  * chat_web: the web client's files as embedded at build time
- * (roles/chat/web/embed.sh writes chat_web_assets.c), served with
+ * (roles/embed_web.sh writes chat_web_assets.c), served with
  * pm_asset_route.
  */
 #ifndef CHAT_WEB_H

@@ -18,7 +18,7 @@
  *   game_peer.c     the peer link between nodes (commands and events)
  *   game_cluster.c  raft membership, failover, hand-off on SIGTERM
  *   game_discovery.c  the PostgreSQL servers table
- *   web/            the web client, embedded by web/embed.sh
+ *   web/            the web client, embedded by roles/embed_web.sh
  *
  * Everything runs on the loop thread.
  */
@@ -296,6 +296,9 @@ struct fsm_member *game_fsm_member(struct game_node *gn, uint64_t id);
 int game_fsm_queue_position(struct game_node *gn, const char *user);
 /* Running or waiting games owned by node. */
 int game_fsm_games_owned(struct game_node *gn, uint64_t node);
+/* The entry giving game id to owner with epoch (the caller proposes it). */
+struct cJSON *game_fsm_assign_entry(uint64_t id, uint64_t owner,
+                                    uint64_t epoch);
 
 /* game_ctl.c: propose an entry (takes msg and frees it). */
 int game_ctl_propose(struct game_node *gn, struct cJSON *msg);

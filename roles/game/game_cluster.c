@@ -440,8 +440,6 @@ failover(struct game_node *gn)
 {
     struct fsm_game *g, *t;
     uint64_t now = pm_now_ms(), to;
-    cJSON *e;
-    char num[24];
 
     HASH_ITER(hh, gn->fsm.games, g, t)
     {
@@ -457,15 +455,7 @@ failover(struct game_node *gn)
                "node %" PRIu64 " unreachable: game %" PRIu64
                " moves to node %" PRIu64,
                g->owner, g->id, to);
-        e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "t", "assign");
-        snprintf(num, sizeof num, "%" PRIu64, g->id);
-        cJSON_AddStringToObject(e, "id", num);
-        snprintf(num, sizeof num, "%" PRIu64, to);
-        cJSON_AddStringToObject(e, "owner", num);
-        snprintf(num, sizeof num, "%" PRIu64, g->epoch + 1);
-        cJSON_AddStringToObject(e, "epoch", num);
-        game_ctl_propose(gn, e);
+        game_ctl_propose(gn, game_fsm_assign_entry(g->id, to, g->epoch + 1));
     }
 }
 

@@ -509,6 +509,22 @@ apply_end(struct game_node *gn, const cJSON *e)
     game_free_fsm(g);
 }
 
+cJSON *
+game_fsm_assign_entry(uint64_t id, uint64_t owner, uint64_t epoch)
+{
+    cJSON *e = cJSON_CreateObject();
+    char num[24];
+
+    cJSON_AddStringToObject(e, "t", "assign");
+    snprintf(num, sizeof num, "%" PRIu64, id);
+    cJSON_AddStringToObject(e, "id", num);
+    snprintf(num, sizeof num, "%" PRIu64, owner);
+    cJSON_AddStringToObject(e, "owner", num);
+    snprintf(num, sizeof num, "%" PRIu64, epoch);
+    cJSON_AddStringToObject(e, "epoch", num);
+    return e;
+}
+
 /* ---- members ------------------------------------------------------------- */
 
 static void

@@ -190,17 +190,9 @@ propose_end(struct game_node *gn, struct game_room *r)
 cJSON *
 game_room_handoff(struct game_node *gn, struct game_room *r, uint64_t owner)
 {
-    cJSON *e = cJSON_CreateObject();
-    char num[24];
+    cJSON *e = game_fsm_assign_entry(r->id, owner, r->epoch + 1);
 
     (void)gn;
-    cJSON_AddStringToObject(e, "t", "assign");
-    snprintf(num, sizeof num, "%" PRIu64, r->id);
-    cJSON_AddStringToObject(e, "id", num);
-    snprintf(num, sizeof num, "%" PRIu64, owner);
-    cJSON_AddStringToObject(e, "owner", num);
-    snprintf(num, sizeof num, "%" PRIu64, r->epoch + 1);
-    cJSON_AddStringToObject(e, "epoch", num);
     cJSON_AddItemToObject(e, "state", checkpoint_state(r));
     return e;
 }

@@ -1,6 +1,6 @@
 /*
  * game_web: the web client's files as embedded at build time
- * (roles/game/web/embed.sh writes game_web_assets.c), served with
+ * (roles/embed_web.sh writes game_web_assets.c), served with
  * pm_asset_route.
  */
 #ifndef GAME_WEB_H
