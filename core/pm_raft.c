@@ -20,6 +20,9 @@
  * uv loop holds nothing, then the loop is closed, both events freed and
  * the close's done called. Requests raft left unanswered complete with
  * PM_ECLOSED; on_change is no longer called once the close has begun.
+ *
+ * libuv writes to peers with write(2): the process must ignore SIGPIPE
+ * (p2pmesh does).
  */
 #include "config.h"
 
@@ -50,9 +53,6 @@
 #define FRAME_HDR 8
 #define FRAME_MAX ((size_t)UINT32_MAX)
 
-#define CONTAINER_OF(ptr, type, member)                                        \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
 struct req {
     union {
         struct raft_apply apply;
@@ -68,7 +68,6 @@ struct req {
 TAILQ_HEAD(req_list, req);
 
 struct pm_raft {
-    struct event_base *base;
     uv_loop_t loop;
     struct raft_uv_transport transport;
     struct raft_io io;
@@ -82,8 +81,7 @@ struct pm_raft {
     struct event *timer_ev;   /* next uv timer, or a pass asked for */
     bool pass_asked;          /* timer_ev set to fire at once */
     struct pm_raft_fsm user;
-    void (*on_change)(void *arg, enum pm_raft_state state,
-                      uint64_t leader_id);
+    void (*on_change)(void *arg, enum pm_raft_state state, uint64_t leader_id);
     void *arg;
     int last_state;
     raft_id last_leader;
@@ -98,7 +96,20 @@ struct pm_raft {
     void *close_arg;
 };
 
-static void run_pass(evutil_socket_t fd, short what, void *arg);
+/* The node around its embedded raft or transfer request. */
+static struct pm_raft *
+node_of_raft(struct raft *raft)
+{
+    return (struct pm_raft *)(void *)((char *)raft -
+                                      offsetof(struct pm_raft, raft));
+}
+
+static struct pm_raft *
+node_of_transfer(struct raft_transfer *req)
+{
+    return (struct pm_raft *)(void *)((char *)req -
+                                      offsetof(struct pm_raft, transfer));
+}
 
 static void *
 raft_xmalloc(size_t size)
@@ -201,6 +212,13 @@ role_of(int raft_role)
     }
 }
 
+/* raft's message for the last failure, or the code's text when empty. */
+static const char *
+reason(const char *errmsg, int rv)
+{
+    return errmsg[0] != '\0' ? errmsg : raft_strerror(rv);
+}
+
 /* A raft result as a PM_* code; unexpected ones are logged. */
 static int
 map_err(struct pm_raft *r, int rv, const char *what)
@@ -228,9 +246,9 @@ map_err(struct pm_raft *r, int rv, const char *what)
         return PM_ECLOSED;
     default:
         snprintf(id, sizeof id, "%" PRIu64, (uint64_t)r->raft.id);
-        pm_log_kv(PM_LOG_WARN, "raft_request_failed", raft_strerror(rv),
-                  "node", id, "request", what, "detail", raft_errmsg(&r->raft),
-                  NULL);
+        pm_log_kv(PM_LOG_WARN, "raft_request_failed", raft_strerror(rv), "node",
+                  id, "request", what, "detail",
+                  reason(raft_errmsg(&r->raft), rv), NULL);
         return PM_EIO;
     }
 }
@@ -289,7 +307,7 @@ fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 
     *result = NULL;
     if (!unframe(buf, &data, &len)) {
-        pm_log(PM_LOG_ERROR, "raft_bad_entry",
+        pm_log(PM_LOG_WARN, "raft_bad_entry",
                "skipped an entry of %zu bytes that is not framed", buf->len);
         return 0;
     }
@@ -329,7 +347,7 @@ fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     int rc;
 
     if (!unframe(buf, &data, &len)) {
-        pm_log(PM_LOG_ERROR, "raft_bad_snapshot",
+        pm_log(PM_LOG_WARN, "raft_bad_snapshot",
                "a snapshot of %zu bytes is not framed", buf->len);
         return RAFT_MALFORMED;
     }
@@ -364,7 +382,7 @@ on_changed(struct raft_change *req, int status)
 static void
 on_transferred(struct raft_transfer *req)
 {
-    struct pm_raft *r = CONTAINER_OF(req, struct pm_raft, transfer);
+    struct pm_raft *r = node_of_transfer(req);
     struct req *q = r->transfer_req;
     raft_id leader;
     const char *addr;
@@ -382,7 +400,7 @@ on_transferred(struct raft_transfer *req)
 static void
 on_raft_closed(struct raft *raft)
 {
-    struct pm_raft *r = CONTAINER_OF(raft, struct pm_raft, raft);
+    struct pm_raft *r = node_of_raft(raft);
 
     r->raft_closed = true;
 }
@@ -405,9 +423,9 @@ note_change(struct pm_raft *r)
     snprintf(id, sizeof id, "%" PRIu64, (uint64_t)r->raft.id);
     snprintf(lid, sizeof lid, "%" PRIu64, (uint64_t)leader);
     snprintf(term, sizeof term, "%" PRIu64, (uint64_t)r->raft.current_term);
-    pm_log_kv(PM_LOG_INFO, "raft_state", "raft state or leader changed",
-              "node", id, "state", pm_raft_state_name(state_of(state)),
-              "leader", lid, "term", term, NULL);
+    pm_log_kv(PM_LOG_INFO, "raft_state", "raft state or leader changed", "node",
+              id, "state", pm_raft_state_name(state_of(state)), "leader", lid,
+              "term", term, NULL);
     if (r->on_change != NULL)
         r->on_change(r->arg, state_of(state), leader);
 }
@@ -443,12 +461,18 @@ schedule(struct pm_raft *r)
     evtimer_add(r->timer_ev, &tv);
 }
 
-static void
+/* Free the events (before the loop closes its backend fd), the loop and
+ * r; returns uv_loop_close's result. */
+static int
 free_node(struct pm_raft *r)
 {
+    int rc;
+
     event_free(r->uv_ev);
     event_free(r->timer_ev);
+    rc = uv_loop_close(&r->loop);
     free(r);
+    return rc;
 }
 
 static void
@@ -456,12 +480,11 @@ finish_close(struct pm_raft *r)
 {
     void (*done)(void *arg) = r->close_done;
     void *arg = r->close_arg;
-    int rc = uv_loop_close(&r->loop);
+    int rc = free_node(r);
 
     if (rc != 0)
         pm_log(PM_LOG_WARN, "raft_uv_busy", "uv loop not closed: %s",
                uv_strerror(rc));
-    free_node(r);
     if (done != NULL)
         done(arg);
 }
@@ -523,19 +546,19 @@ make_dir(const char *dir, char *err, size_t errlen)
 }
 
 struct pm_raft *
-pm_raft_new(struct event_base *base, const struct pm_raft_opts *opts,
-            char *err, size_t errlen)
+pm_raft_new(struct event_base *base, const struct pm_raft_opts *opts, char *err,
+            size_t errlen)
 {
     struct pm_raft *r;
-    unsigned election = opts->election_ms ? opts->election_ms
-                                          : PM_RAFT_ELECTION_MS;
-    unsigned heartbeat = opts->heartbeat_ms ? opts->heartbeat_ms
-                                            : PM_RAFT_HEARTBEAT_MS;
+    unsigned election =
+        opts->election_ms ? opts->election_ms : PM_RAFT_ELECTION_MS;
+    unsigned heartbeat =
+        opts->heartbeat_ms ? opts->heartbeat_ms : PM_RAFT_HEARTBEAT_MS;
     int rv;
 
     if (opts->id == 0 || opts->address == NULL || opts->dir == NULL ||
-        opts->fsm.apply == NULL || opts->fsm.snapshot == NULL ||
-        opts->fsm.restore == NULL) {
+        opts->dir[0] == '\0' || opts->fsm.apply == NULL ||
+        opts->fsm.snapshot == NULL || opts->fsm.restore == NULL) {
         pm_errf(err, errlen, PM_EINVAL,
                 "raft needs an id, an address, a dir and the fsm callbacks");
         return NULL;
@@ -551,7 +574,6 @@ pm_raft_new(struct event_base *base, const struct pm_raft_opts *opts,
         return NULL;
 
     r = pm_xcalloc(1, sizeof(*r));
-    r->base = base;
     r->user = opts->fsm;
     r->on_change = opts->on_change;
     r->arg = opts->arg;
@@ -577,15 +599,15 @@ pm_raft_new(struct event_base *base, const struct pm_raft_opts *opts,
     if (opts->bind != NULL) {
         rv = raft_uv_tcp_set_bind_address(&r->transport, opts->bind);
         if (rv != 0) {
-            pm_errf(err, errlen, PM_EIO, "raft bind address %s: %s",
-                    opts->bind, raft_strerror(rv));
+            pm_errf(err, errlen, PM_EIO, "raft bind address %s: %s", opts->bind,
+                    reason(r->transport.errmsg, rv));
             goto fail_transport;
         }
     }
     rv = raft_uv_init(&r->io, &r->loop, opts->dir, &r->transport);
     if (rv != 0) {
-        pm_errf(err, errlen, PM_EIO, "raft io on %s: %s %s", opts->dir,
-                raft_strerror(rv), r->io.errmsg);
+        pm_errf(err, errlen, PM_EIO, "raft io on %s: %s", opts->dir,
+                reason(r->io.errmsg, rv));
         goto fail_transport;
     }
     r->fsm.version = 1;
@@ -595,7 +617,8 @@ pm_raft_new(struct event_base *base, const struct pm_raft_opts *opts,
     r->fsm.restore = fsm_restore;
     rv = raft_init(&r->raft, &r->io, &r->fsm, opts->id, opts->address);
     if (rv != 0) {
-        pm_errf(err, errlen, PM_EIO, "raft init: %s", raft_errmsg(&r->raft));
+        pm_errf(err, errlen, PM_EIO, "raft init: %s",
+                reason(raft_errmsg(&r->raft), rv));
         goto fail_io;
     }
     raft_set_election_timeout(&r->raft, election);
@@ -614,7 +637,6 @@ fail_io:
 fail_transport:
     raft_uv_tcp_close(&r->transport);
 fail_loop:
-    uv_loop_close(&r->loop);
     free_node(r);
     return NULL;
 }
@@ -643,7 +665,7 @@ pm_raft_bootstrap(struct pm_raft *r, const struct pm_raft_server *servers,
                        "raft data dir already holds state");
     if (rv != 0)
         return pm_errf(err, errlen, PM_EIO, "raft bootstrap: %s",
-                       raft_errmsg(&r->raft));
+                       reason(raft_errmsg(&r->raft), rv));
     return PM_OK;
 }
 
@@ -655,7 +677,7 @@ pm_raft_start(struct pm_raft *r, char *err, size_t errlen)
     ask_pass(r);
     if (rv != 0)
         return pm_errf(err, errlen, PM_EIO, "raft start: %s",
-                       raft_errmsg(&r->raft));
+                       reason(raft_errmsg(&r->raft), rv));
     return PM_OK;
 }
 
@@ -732,8 +754,7 @@ pm_raft_assign(struct pm_raft *r, uint64_t id, enum pm_raft_role role,
 }
 
 void
-pm_raft_remove(struct pm_raft *r, uint64_t id, pm_raft_done_fn done,
-               void *arg)
+pm_raft_remove(struct pm_raft *r, uint64_t id, pm_raft_done_fn done, void *arg)
 {
     change(r, CHANGE_REMOVE, id, NULL, PM_RAFT_SPARE, done, arg);
 }
@@ -812,8 +833,7 @@ pm_raft_id(const struct pm_raft *r)
 }
 
 size_t
-pm_raft_servers(const struct pm_raft *r, struct pm_raft_server *out,
-                size_t max)
+pm_raft_servers(const struct pm_raft *r, struct pm_raft_server *out, size_t max)
 {
     const struct raft_configuration *c = &r->raft.configuration;
     size_t i;
