@@ -60,19 +60,18 @@ struct pm_raft_fsm {
 };
 
 struct pm_raft_opts {
-    uint64_t id;            /* > 0, unique forever for this data dir */
-    const char *address;    /* advertised "host:port" */
-    const char *bind;       /* "host:port" to listen on; NULL = address */
-    const char *dir;        /* data directory (created if missing) */
-    unsigned election_ms;   /* election timeout (0: 1000) */
-    unsigned heartbeat_ms;  /* heartbeat and io tick (0: 100) */
+    uint64_t id;                 /* > 0, unique forever for this data dir */
+    const char *address;         /* advertised "host:port" */
+    const char *bind;            /* "host:port" to listen on; NULL = address */
+    const char *dir;             /* data directory (created if missing) */
+    unsigned election_ms;        /* election timeout (0: 1000) */
+    unsigned heartbeat_ms;       /* heartbeat and io tick (0: 100) */
     unsigned snapshot_threshold; /* entries between snapshots (0: 1024) */
     unsigned snapshot_trailing;  /* entries kept after one (0: 8192) */
     struct pm_raft_fsm fsm;
     /* Optional: the state or the known leader changed (checked after
      * every pass of the raft loop). leader_id is 0 when none is known. */
-    void (*on_change)(void *arg, enum pm_raft_state state,
-                      uint64_t leader_id);
+    void (*on_change)(void *arg, enum pm_raft_state state, uint64_t leader_id);
     void *arg;
 };
 
