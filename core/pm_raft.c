@@ -43,6 +43,7 @@
 #include "pm_raft.h"
 #include "pm_util.h"
 
+#define PM_RAFT_NODELAY_MS 50 /* how often new sockets get TCP_NODELAY */
 #define PM_RAFT_ELECTION_MS 1000
 #define PM_RAFT_HEARTBEAT_MS 100
 #define PM_RAFT_SNAPSHOT_THRESHOLD 1024
@@ -80,6 +81,7 @@ struct pm_raft {
     struct event *uv_ev;      /* uv_backend_fd() readable */
     struct event *timer_ev;   /* next uv timer, or a pass asked for */
     bool pass_asked;          /* timer_ev set to fire at once */
+    uint64_t nodelay_ms;      /* last sweep of raft_uv's TCP sockets */
     struct pm_raft_fsm user;
     void (*on_change)(void *arg, enum pm_raft_state state, uint64_t leader_id);
     void *arg;
@@ -489,6 +491,27 @@ finish_close(struct pm_raft *r)
         done(arg);
 }
 
+/* raft_uv leaves Nagle on, so a small AppendEntries waits for the
+ * peer's delayed ACK (40 ms): turn it off on every TCP handle. */
+static void
+nodelay_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (h->type == UV_TCP && !uv_is_closing(h))
+        uv_tcp_nodelay((uv_tcp_t *)h, 1);
+}
+
+static void
+nodelay_sweep(struct pm_raft *r)
+{
+    uint64_t now = pm_now_ms();
+
+    if (now - r->nodelay_ms < PM_RAFT_NODELAY_MS)
+        return;
+    r->nodelay_ms = now;
+    uv_walk(&r->loop, nodelay_cb, NULL);
+}
+
 static void
 run_pass(evutil_socket_t fd, short what, void *arg)
 {
@@ -501,6 +524,8 @@ run_pass(evutil_socket_t fd, short what, void *arg)
         raft_close(&r->raft, on_raft_closed);
     }
     uv_run(&r->loop, UV_RUN_NOWAIT);
+    if (!r->closing)
+        nodelay_sweep(r);
     if (r->raft_closed && !r->released) {
         r->released = true;
         raft_uv_close(&r->io);

@@ -37,6 +37,7 @@ struct cJSON;
 struct event;
 struct pm_conn;
 struct pm_db;
+struct pm_histogram;
 struct pm_raft;
 struct pm_http_request;
 struct pm_server;
@@ -228,6 +229,7 @@ struct game_node {
     uint64_t started_ms, join_asked_ms, leave_sent_ms, stop_ms;
 
     /* metrics */
+    struct pm_histogram *commit; /* leader: raft_apply to committed */
     uint64_t games_started, games_ended, commands, resyncs, failovers;
     uint64_t ticks_late;
 };
@@ -303,6 +305,8 @@ struct cJSON *game_fsm_assign_entry(uint64_t id, uint64_t owner,
 /* game_ctl.c: propose an entry (takes msg and frees it). */
 int game_ctl_propose(struct game_node *gn, struct cJSON *msg);
 bool game_ctl_is_leader(struct game_node *gn);
+/* Leader: append an entry (copied) to the log, timing its commit. */
+void game_ctl_append(struct game_node *gn, const void *data, size_t len);
 
 /* game_match.c */
 void game_match_kick(struct game_node *gn);

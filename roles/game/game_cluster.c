@@ -656,7 +656,7 @@ raft_new(struct game_node *gn, char *err, size_t errlen)
     o.bind = bind;
     o.dir = dir;
     o.election_ms = (unsigned)gn->conf->election_timeout;
-    o.heartbeat_ms = (unsigned)(gn->conf->election_timeout / 5);
+    o.heartbeat_ms = (unsigned)(gn->conf->election_timeout / 10);
     o.snapshot_threshold = 1024;
     o.snapshot_trailing = 4096;
     o.fsm.apply = fsm_apply;

@@ -14,6 +14,7 @@
 
 #include "game.h"
 #include "pm_log.h"
+#include "pm_metrics.h"
 #include "pm_raft.h"
 #include "pm_server.h"
 #include "pm_util.h"
@@ -42,16 +43,35 @@ game_ctl_is_leader(struct game_node *gn)
     return gn->raft != NULL && pm_raft_state(gn->raft) == PM_RAFT_LEADER;
 }
 
+struct append {
+    struct game_node *gn;
+    uint64_t start_us;
+};
+
 static void
 applied_cb(void *arg, int status)
 {
-    struct game_node *gn = arg;
+    struct append *a = arg;
 
-    if (status != PM_OK) {
+    if (status == PM_OK) {
+        pm_histogram_observe(a->gn->commit,
+                             (double)(pm_wall_us() - a->start_us) / 1e6);
+    } else {
         pm_log(PM_LOG_WARN, "propose_failed",
                "an entry was not committed (status %d)", status);
-        gn->match_busy = false;
+        a->gn->match_busy = false;
     }
+    free(a);
+}
+
+void
+game_ctl_append(struct game_node *gn, const void *data, size_t len)
+{
+    struct append *a = pm_xmalloc(sizeof *a);
+
+    a->gn = gn;
+    a->start_us = pm_wall_us();
+    pm_raft_apply(gn->raft, data, len, applied_cb, a);
 }
 
 int
@@ -73,7 +93,7 @@ game_ctl_propose(struct game_node *gn, cJSON *msg)
     if (gn->raft == NULL) {
         rc = PM_EUNAVAIL;
     } else if (pm_raft_state(gn->raft) == PM_RAFT_LEADER) {
-        pm_raft_apply(gn->raft, text, strlen(text), applied_cb, gn);
+        game_ctl_append(gn, text, strlen(text));
     } else if ((leader = pm_raft_leader(gn->raft, NULL)) != 0 &&
                game_peer_down_ms(gn, leader) == 0) {
         game_peer_propose(gn, leader, text, strlen(text));

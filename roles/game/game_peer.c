@@ -165,7 +165,7 @@ on_propose(struct game_node *gn, uint64_t hops, const uint8_t *d, size_t n)
     if (gn->raft == NULL)
         return;
     if (pm_raft_state(gn->raft) == PM_RAFT_LEADER) {
-        pm_raft_apply(gn->raft, d, n, NULL, NULL);
+        game_ctl_append(gn, d, n);
         return;
     }
     leader = pm_raft_leader(gn->raft, NULL);

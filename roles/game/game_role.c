@@ -21,6 +21,7 @@
 #include "pm_conn.h"
 #include "pm_http.h"
 #include "pm_log.h"
+#include "pm_metrics.h"
 #include "pm_role.h"
 #include "pm_server.h"
 #include "pm_util.h"
@@ -230,6 +231,16 @@ role_init(struct pm_server *srv, const void *conf, void **state, char *err,
         return pm_errf(err, errlen, PM_EINVAL,
                        "game.cluster=on needs game.peers or a PostgreSQL "
                        "database.url to find the other nodes");
+    }
+    if (gn->cluster) {
+        static const double bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                                        0.05,   0.1,   0.25,  0.5,   1.0};
+
+        gn->commit = pm_metrics_histogram(
+            pm_server_metrics(srv), "p2pmesh_game_raft_commit_seconds", NULL,
+            "Entries this node appended as leader, until committed and "
+            "applied here (checkpoints, most of them)",
+            bounds, sizeof bounds / sizeof bounds[0]);
     }
     game_match_init(gn);
     *state = gn;
