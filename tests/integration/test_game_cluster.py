@@ -18,8 +18,11 @@ import pytest
 
 pytest.register_assert_rewrite("game_fixtures")
 
+from helpers import free_port  # noqa: E402
 from game_fixtures import (  # noqa: E402
+    CLUSTER_FLAGS,
     Bot,
+    GameServer,
     close_bots,
     ev_data,
     is_game_event,
@@ -27,6 +30,7 @@ from game_fixtures import (  # noqa: E402
     run,
     start_duel,
     voter_count,
+    wait_ready,
 )
 
 REPEAT = int(os.environ.get("PM_GAME_REPEAT", "1") or 1)
@@ -452,3 +456,38 @@ def test_sigterm_of_the_leader_hands_over(game_cluster):
     run(go(), timeout=100)
     rows = cl.psql("SELECT id FROM servers")
     assert str(L.node_id) not in [r[0] for r in rows], ("the leaver's servers row", rows)
+
+
+def test_static_peers_form_a_cluster_without_a_database(server_factory, tmp_path):
+    """game.peers and no database: the first of the list bootstraps once
+    nobody answers, the others join it: one leader, three voters."""
+    peers = [free_port() for _ in range(3)]
+    plist = ",".join("127.0.0.1:%d" % p for p in peers)
+    nodes = []
+    for i, peer in enumerate(peers):
+        data = tmp_path / ("static%d" % i)
+        data.mkdir()
+        flags = [f for f in CLUSTER_FLAGS if not f.startswith("--game.cluster")]
+        srv = server_factory(*flags, "--game.peers=" + plist,
+                             "--game.peer_port=%d" % peer,
+                             "--game.raft_port=%d" % free_port(),
+                             "--game.data_dir=%s" % data, role="game")
+        nodes.append(GameServer(srv, data, name="static%d" % i))
+    for n in nodes:
+        wait_ready(n, timeout=20)
+        st, js = n.health()
+        n.node_id = js["node_id"]
+        assert js["raft_state"] in ("leader", "follower"), js
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        hs = [n.health()[1] for n in nodes]
+        if (len({h["leader"] for h in hs}) == 1 and
+                all(voter_count(h["voters"]) == 3 for h in hs)):
+            break
+        time.sleep(0.1)
+    assert len({h["leader"] for h in hs}) == 1, hs
+    assert all(voter_count(h["voters"]) == 3 for h in hs), hs
+    assert sum(h["raft_state"] == "leader" for h in hs) == 1, hs
+    # The first of the list started the cluster; the others did not.
+    assert "cluster_bootstrap" in nodes[0].stdout_text()
+    assert not any("cluster_bootstrap" in n.stdout_text() for n in nodes[1:])
