@@ -212,7 +212,7 @@ static void
 room_tick(struct game_node *gn, struct game_room *r)
 {
     struct game *g = r->g;
-    uint64_t now = pm_now_ms(), tick_ms = (uint64_t)g->set.tick_ms, every, due;
+    uint64_t now = pm_now_ms(), tick_ms = (uint64_t)g->set.tick_ms, every;
 
     game_step(g);
     publish_events(gn, r);
@@ -233,14 +233,11 @@ room_tick(struct game_node *gn, struct game_room *r)
     if (gn->cluster && now - r->last_ckpt_ms >= gn->conf->checkpoint_interval)
         propose_checkpoint(gn, r);
     r->ticks_done++;
-    /* Deadline of the next tick. More than one tick behind drops whole
-     * ticks of time rather than replaying them in a burst, and keeps the
-     * room's phase: late rooms must not all move to "now" and then tick
-     * in step. */
-    due = r->started_ms + (r->ticks_done + 1) * tick_ms;
-    if (due + tick_ms < now) {
+    /* Deadline of the next tick; more than one tick behind drops time
+     * rather than replaying ticks in a burst. */
+    if (r->started_ms + (r->ticks_done + 1) * tick_ms + tick_ms < now) {
         gn->ticks_late++;
-        r->started_ms += (now - due) / tick_ms * tick_ms;
+        r->started_ms = now - r->ticks_done * tick_ms;
     }
     arm(r, r->started_ms + (r->ticks_done + 1) * tick_ms);
 }
