@@ -2,7 +2,8 @@
  * p2pmesh: parse the command line, build the layered configuration, pick
  * the role from the table and hand over to the core. No logic of its own.
  * Exit status: 0 success, 1 runtime failure, 2 usage or configuration
- * error (always one line on stderr saying why).
+ * error (always one line on stderr saying why); --probe exits 0 healthy
+ * or 1 for anything else, as container health checks read it.
  */
 #include "config.h"
 
@@ -13,6 +14,7 @@
 
 #include "pm_config.h"
 #include "pm_log.h"
+#include "pm_probe.h"
 #include "pm_roles.h"
 #include "pm_server.h"
 #include "pm_tls.h"
@@ -28,6 +30,8 @@ usage(FILE *out)
     fprintf(out,
             "usage: p2pmesh --role=ROLE [--config=FILE] [--key=value ...]\n"
             "       p2pmesh --role=ROLE --print-config | --check-config\n"
+            "       p2pmesh --role=ROLE --probe[=/PATH]   (GET /health of "
+            "the running server)\n"
             "       p2pmesh --help | --version\n\nroles:\n");
     for (r = pm_role_table; *r != NULL; r++)
         fprintf(out, "  %-10s %s\n", (*r)->name, (*r)->summary);
@@ -54,6 +58,7 @@ int
 main(int argc, char **argv)
 {
     const char *role_name = getenv("P2PMESH_ROLE");
+    const char *probe = NULL;
     bool print = false, check = false;
     const struct pm_role *role;
     struct pm_core_conf conf;
@@ -75,6 +80,10 @@ main(int argc, char **argv)
         }
         if (strncmp(argv[i], "--role=", 7) == 0)
             role_name = argv[i] + 7;
+        if (strcmp(argv[i], "--probe") == 0)
+            probe = "/health";
+        else if (strncmp(argv[i], "--probe=", 8) == 0)
+            probe = argv[i] + 8;
         print |= strcmp(argv[i], "--print-config") == 0;
         check |= strcmp(argv[i], "--check-config") == 0;
     }
@@ -97,6 +106,17 @@ main(int argc, char **argv)
         (role->validate != NULL &&
          role->validate(role_conf, err, sizeof err) != PM_OK)) {
         rv = fail("%s", err);
+        goto out;
+    }
+    if (probe != NULL) {
+        rv = pm_probe_run(role, cfg, &conf, role_conf, probe, err, sizeof err);
+        if (rv == PM_OK || rv == PM_ENOTFOUND)
+            printf("p2pmesh: %s%s\n", rv == PM_OK ? "healthy: " : "", err);
+        else
+            fprintf(stderr, "p2pmesh: unhealthy: %s\n", err);
+        /* Docker's HEALTHCHECK reads 0 healthy, 1 unhealthy (2 is
+         * reserved) */
+        rv = rv == PM_OK || rv == PM_ENOTFOUND ? 0 : 1;
         goto out;
     }
     if (!print && !check && role->command != NULL &&
@@ -143,5 +163,5 @@ main(int argc, char **argv)
 out:
     pm_config_free(cfg);
     free(role_conf);
-    return rv;
+    return probe != NULL && rv != 0 ? 1 : rv;
 }

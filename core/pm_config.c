@@ -33,7 +33,8 @@ struct pm_config {
 };
 
 static const char *const action_flags[] = {
-    "--help", "-h", "--version", "--print-config", "--check-config", NULL};
+    "--help",         "-h",      "--version", "--print-config",
+    "--check-config", "--probe", NULL};
 
 static void
 add_table(struct pm_config *cfg, const struct pm_conf_table *t)
@@ -388,7 +389,8 @@ is_action_flag(const char *arg)
 {
     int i;
 
-    if (strncmp(arg, "--role=", 7) == 0 || strncmp(arg, "--config=", 9) == 0)
+    if (strncmp(arg, "--role=", 7) == 0 || strncmp(arg, "--config=", 9) == 0 ||
+        strncmp(arg, "--probe=", 8) == 0)
         return true;
     for (i = 0; action_flags[i] != NULL; i++)
         if (strcmp(arg, action_flags[i]) == 0)

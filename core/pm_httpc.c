@@ -649,14 +649,14 @@ connect_next(struct conn *c)
 }
 
 static SSL_CTX *
-tls_ctx_new(const char *ca_file)
+tls_ctx_new(const char *ca_file, bool verify)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
     if (ctx == NULL)
         return NULL;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     /* a close without close_notify is an EOF; bodies are framed */
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -684,7 +684,7 @@ tcp_connected(struct conn *c)
         conn_ready(c);
         return;
     }
-    if (h->ssl_ctx == NULL && (h->ssl_ctx = tls_ctx_new(NULL)) == NULL) {
+    if (h->ssl_ctx == NULL && (h->ssl_ctx = tls_ctx_new(NULL, true)) == NULL) {
         conn_fail_open(c, "TLS: cannot load the system CA store");
         return;
     }
@@ -964,8 +964,10 @@ pm_httpc_new(struct event_base *base, const struct pm_httpc_opts *opts,
             h->max_per_origin = opts->max_per_origin;
         if (opts->connect_timeout_ms > 0)
             h->connect_ms = opts->connect_timeout_ms;
-        if (opts->ca_file != NULL &&
-            (h->ssl_ctx = tls_ctx_new(opts->ca_file)) == NULL) {
+        if (opts->no_verify)
+            h->ssl_ctx = tls_ctx_new(NULL, false);
+        else if (opts->ca_file != NULL &&
+                 (h->ssl_ctx = tls_ctx_new(opts->ca_file, true)) == NULL) {
             pm_errf(err, errlen, PM_EINVAL, "cannot load the CA file %s",
                     opts->ca_file);
             free(h);

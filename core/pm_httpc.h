@@ -11,6 +11,7 @@
 #ifndef PM_HTTPC_H
 #define PM_HTTPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,8 @@ struct pm_httpc_opts {
     const char *ca_file;         /* PEM CAs for https; NULL: the system store
                                     (OpenSSL defaults, SSL_CERT_FILE honoured) */
     uint64_t connect_timeout_ms; /* DNS, TCP and TLS handshake; 0: 5000 */
+    bool no_verify; /* https: accept any certificate (the health probe of
+                       a server on this machine; never for the network) */
 };
 
 struct pm_httpc_header {

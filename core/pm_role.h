@@ -47,6 +47,10 @@ struct pm_role {
      * PM_ENOTFOUND when none was (serve as usual), PM_OK when it ran
      * (exit 0), another error with a reason (exit 2). Output to out. */
     int (*command)(const void *conf, FILE *out, char *err, size_t errlen);
+    /* Where the role listens instead of addr and port, as "host:port"
+     * (the tunnel agent's tunnel.proxy_addr), for --probe; NULL: the
+     * core's listeners. */
+    const char *(*probe_addr)(const void *conf);
 
     /* Lifecycle. init allocates state (no network I/O); start runs with
      * listeners bound; stop begins the drain (core has already sent close

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -26,6 +27,7 @@
 #include "pm_log.h"
 #include "pm_loop.h"
 #include "pm_metrics.h"
+#include "pm_notify.h"
 #include "pm_ratelimit.h"
 #include "pm_server.h"
 #include "pm_stream.h"
@@ -142,6 +144,7 @@ struct pm_server {
     struct pm_cidr_list *trusted;
     struct pm_conn_list conns;
     struct event *tick, *deadline, *emf;
+    struct pm_notify *notify; /* the service manager (systemd), if any */
     bool draining;
     char *listen_addr; /* set by the role: instead of addr and port */
     int listen_port;
@@ -726,6 +729,14 @@ on_terminate(int signo, void *arg)
         _exit(1);
     }
     srv->draining = true;
+    {
+        char *st = pm_xasprintf("STOPPING=1\nSTATUS=draining %lld "
+                                "WebSocket clients",
+                                (long long)*srv->stats.ws_open);
+
+        pm_notify_send(srv->notify, st);
+        free(st);
+    }
     pm_log(PM_LOG_INFO, "shutdown_started",
            "%s: draining %lld WebSocket clients (grace %llums)",
            strsignal(signo), (long long)*srv->stats.ws_open,
@@ -755,6 +766,16 @@ on_reload(int signo, void *arg)
     extern char **environ;
 
     (void)signo;
+    {
+        struct timespec ts;
+        char st[64];
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        snprintf(st, sizeof st, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                 (unsigned long long)ts.tv_sec * 1000000ULL +
+                     (unsigned long long)ts.tv_nsec / 1000);
+        pm_notify_send(srv->notify, st);
+    }
     memset(&fresh, 0, sizeof fresh);
     cfg = pm_server_config_new(&fresh, srv->role, role_fresh);
     if (pm_config_load(cfg, srv->argc, srv->argv, environ, err, sizeof err) !=
@@ -783,6 +804,7 @@ on_reload(int signo, void *arg)
     pm_log(PM_LOG_INFO, "reloaded", "configuration reloaded (log.level %s)",
            fresh.log_level);
 done:
+    pm_notify_send(srv->notify, "READY=1");
     pm_config_free(cfg);
     free(role_fresh);
 }
@@ -918,6 +940,14 @@ pm_server_run(struct pm_server *srv, char *err, size_t errlen)
         pm_log(PM_LOG_INFO, "listening_port", "main port %d%s",
                pm_listener_port(srv->main_l),
                srv->admin_l ? ", admin port separate" : "");
+    {
+        char *st = pm_xasprintf("READY=1\nSTATUS=role %s serving on %s",
+                                srv->role->name, srv->public_url);
+
+        srv->notify = pm_notify_new(base);
+        pm_notify_send(srv->notify, st);
+        free(st);
+    }
     rv = pm_loop_run(srv->loop);
     pm_log(PM_LOG_INFO, "shutdown_complete", "exiting");
     return rv == PM_OK ? srv->exit_code : 1;
@@ -960,6 +990,7 @@ pm_server_free(struct pm_server *srv)
         event_free(srv->deadline);
     if (srv->emf)
         event_free(srv->emf);
+    pm_notify_free(srv->notify);
     pm_loop_free(srv->loop);
     pm_tls_free(srv->tls);
     pm_iptable_free(srv->ips);

@@ -146,6 +146,14 @@ static const struct pm_conf_alias tunnel_aliases[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+static const char *
+tunnel_probe_addr(const void *conf)
+{
+    const struct tunnel_conf *c = conf;
+
+    return strcmp(c->mode, "agent") == 0 ? c->proxy_addr : NULL;
+}
+
 static int
 tunnel_validate(const void *conf, char *err, size_t errlen)
 {
@@ -473,6 +481,7 @@ const struct pm_role pm_role_tunnel = {
     .env_aliases = tunnel_aliases,
     .validate = tunnel_validate,
     .command = tunnel_command,
+    .probe_addr = tunnel_probe_addr,
     .init = tunnel_init,
     .start = tunnel_start,
     .stop = tunnel_stop,
