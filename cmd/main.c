@@ -88,7 +88,8 @@ main(int argc, char **argv)
         check |= strcmp(argv[i], "--check-config") == 0;
     }
     if (role_name == NULL || *role_name == '\0')
-        return fail("no role given: use --role=%s (see --help)",
+        return fail("no role given: use --role=%s or set P2PMESH_ROLE "
+                    "(see --help)",
                     "signaling|chat|tunnel|game|lambda");
     role = pm_roles_find(role_name);
     if (role == NULL)

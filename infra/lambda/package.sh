@@ -50,4 +50,4 @@ chmod 755 "$tmp/bootstrap" "$tmp/bin/p2pmesh"
 rm -f "$out"
 case $out in /*) dest=$out ;; *) dest=$(pwd)/$out ;; esac
 (cd "$tmp" && zip -q -X -r "$dest" bootstrap bin lib)
-echo "package.sh: wrote $out ($(wc -c <"$out") bytes, $(ls "$tmp/lib" | wc -l) libraries)"
+echo "package.sh: wrote $out ($(wc -c <"$out") bytes, $(find "$tmp/lib" -type f | wc -l) libraries)"

@@ -556,14 +556,14 @@ for s in $SERVERS; do
         cp "$PM_BIN" "$out/p2pmesh"
         PM_BIN=$out/p2pmesh
         ;;
-    stunnel) command -v stunnel4 >/dev/null && command -v tinyproxy >/dev/null || {
+    stunnel) if ! command -v stunnel4 >/dev/null || ! command -v tinyproxy >/dev/null; then
         skip stunnel "stunnel4 or tinyproxy not installed"
         continue
-    } ;;
-    haproxy) command -v haproxy >/dev/null && command -v tinyproxy >/dev/null || {
+    fi ;;
+    haproxy) if ! command -v haproxy >/dev/null || ! command -v tinyproxy >/dev/null; then
         skip haproxy "haproxy or tinyproxy not installed"
         continue
-    } ;;
+    fi ;;
     *) die "unknown server $s" ;;
     esac
     if ! start_stack "$s"; then

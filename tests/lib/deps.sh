@@ -18,7 +18,9 @@ build_pkgs="build-essential autoconf automake pkg-config libevent-dev libssl-dev
 test_pkgs="python3 python3-pytest python3-websockets python3-botocore python3-jwt
   openssl chromium nodejs npm zip binutils
   redis-server redis-tools postgresql nginx-light libnginx-mod-rtmp ffmpeg
-  stunnel4 procps iproute2 util-linux"
+  stunnel4 procps iproute2 util-linux
+  podman runc netavark aardvark-dns iptables uidmap mmdebstrap podman-compose
+  python3-yaml shellcheck systemd"
 bench_pkgs="linux-perf haproxy tinyproxy"
 
 case $what in
