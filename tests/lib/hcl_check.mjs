@@ -151,10 +151,14 @@ async function main(argv) {
   return checkDirs(argv);
 }
 
+// exitCode rather than process.exit(): a large --json dump to a pipe must be
+// flushed before the process ends.
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    process.exitCode = code;
+  },
   (err) => {
     process.stderr.write(`hcl_check: ${oneLine(err)}\n`);
-    process.exit(1);
+    process.exitCode = 1;
   },
 );
