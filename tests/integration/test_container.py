@@ -49,6 +49,8 @@ def image():
     os.environ.setdefault("CONTAINERS_CONF", str(LIB / "containers.conf"))
     why = why_podman_cannot_run()
     if why:
+        if os.environ.get("PM_REQUIRE_PODMAN") == "1":
+            pytest.fail(why + " (PM_REQUIRE_PODMAN=1)")
         pytest.skip(why)
     r = subprocess.run(["sh", str(LIB / "base-image.sh")], capture_output=True, text=True,
                        timeout=600)
