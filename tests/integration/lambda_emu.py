@@ -1730,3 +1730,17 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def join_two_peers(emu):
+    """The smoke round trip of a runtime on emu: two connections open, join
+    one realm, and the first is told of the second, with every AWS call
+    correctly signed."""
+    a, b = new_connection_id(), new_connection_id()
+    for cid in (a, b):
+        r = emu.invoke(connect_event(cid), timeout=5.0)
+        assert r.kind == "response" and json.loads(r.body) == {"statusCode": 200}
+    emu.invoke(message_event(a, json.dumps({"type": "join", "peerId": "aa01"})))
+    emu.invoke(message_event(b, json.dumps({"type": "join", "peerId": "bb02"})))
+    assert emu.wait_frames(a, 2, 5.0)[-1] == {"type": "peer_joined", "peerId": "bb02"}
+    assert emu.sig_failures == []

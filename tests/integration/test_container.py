@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from lambda_emu import Emulator, connect_event, message_event, new_connection_id
+from lambda_emu import Emulator, join_two_peers
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "tests" / "lib"
@@ -199,14 +199,7 @@ def test_lambda_role_as_a_container_image(image, started):
         c = Container(image, "lambda", env=env, network="host")
         started.append(c)
         assert emu.wait_ready(20.0), c.logs()
-        a, b = new_connection_id(), new_connection_id()
-        for cid in (a, b):
-            r = emu.invoke(connect_event(cid), timeout=5.0)
-            assert r.kind == "response" and json.loads(r.body) == {"statusCode": 200}
-        emu.invoke(message_event(a, json.dumps({"type": "join", "peerId": "aa01"})))
-        emu.invoke(message_event(b, json.dumps({"type": "join", "peerId": "bb02"})))
-        assert emu.wait_frames(a, 2, 5.0)[-1] == {"type": "peer_joined", "peerId": "bb02"}
-        assert emu.sig_failures == []
+        join_two_peers(emu)
         code, _ = c.terminate()
         assert code == 0, c.logs()
     finally:

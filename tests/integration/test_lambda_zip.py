@@ -2,7 +2,6 @@
 the bundled binary through the bundled loader and libraries, with nothing
 from the host's library path, and serves signaling against the emulator."""
 
-import json
 import os
 import subprocess
 import zipfile
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from lambda_emu import Emulator, connect_event, message_event, new_connection_id
+from lambda_emu import Emulator, join_two_peers
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "infra" / "lambda" / "package.sh"
@@ -56,14 +55,7 @@ def test_bootstrap_serves_from_the_zip(unzipped, tmp_path):
                              stderr=subprocess.STDOUT, cwd=str(unzipped))
             try:
                 assert emu.wait_ready(5.0), (tmp_path / "out.log").read_text()
-                a, b = new_connection_id(), new_connection_id()
-                for cid in (a, b):
-                    r = emu.invoke(connect_event(cid), timeout=5.0)
-                    assert r.kind == "response" and json.loads(r.body) == {"statusCode": 200}
-                emu.invoke(message_event(a, json.dumps({"type": "join", "peerId": "aa01"})))
-                emu.invoke(message_event(b, json.dumps({"type": "join", "peerId": "bb02"})))
-                assert emu.wait_frames(a, 2, 5.0)[-1] == {"type": "peer_joined", "peerId": "bb02"}
-                assert emu.sig_failures == []
+                join_two_peers(emu)
             finally:
                 proc.terminate()
                 proc.wait(5)

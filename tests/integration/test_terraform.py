@@ -258,7 +258,7 @@ def test_no_account_ids_hostnames_or_machine_paths():
         text = p.read_text()
         rel = p.relative_to(TF)
         assert not re.search(r"(?<![\d.])\d{12}(?![\d.])", text), "%s: looks like an account id" % rel
-        assert not re.search(r"(/home/|/root/|/work/|/tmp/|[A-Za-z]:\\\\)", text), "%s: machine path" % rel
+        assert not re.search(r"(/(?:home|root|work|tmp)/|[A-Za-z]:\\\\)", text), "%s: machine path" % rel
         assert not re.search(r"\b[a-z0-9-]+\.(cache|rds|elb)\.amazonaws\.com\b", text), "%s: real endpoint" % rel
 
 
