@@ -964,10 +964,14 @@ pm_httpc_new(struct event_base *base, const struct pm_httpc_opts *opts,
             h->max_per_origin = opts->max_per_origin;
         if (opts->connect_timeout_ms > 0)
             h->connect_ms = opts->connect_timeout_ms;
-        if (opts->no_verify)
-            h->ssl_ctx = tls_ctx_new(NULL, false);
-        else if (opts->ca_file != NULL &&
-                 (h->ssl_ctx = tls_ctx_new(opts->ca_file, true)) == NULL) {
+        if (opts->no_verify &&
+            (h->ssl_ctx = tls_ctx_new(NULL, false)) == NULL) {
+            pm_errf(err, errlen, PM_EIO, "cannot make a TLS context");
+            free(h);
+            return NULL;
+        }
+        if (!opts->no_verify && opts->ca_file != NULL &&
+            (h->ssl_ctx = tls_ctx_new(opts->ca_file, true)) == NULL) {
             pm_errf(err, errlen, PM_EINVAL, "cannot load the CA file %s",
                     opts->ca_file);
             free(h);

@@ -27,7 +27,6 @@ struct pm_notify {
     int fd; /* -1: no manager to tell */
     struct sockaddr_un addr;
     socklen_t addrlen;
-    uint64_t watchdog_usec;
     struct event *watchdog;
 };
 
@@ -81,6 +80,7 @@ pm_notify_new(struct event_base *base)
 {
     struct pm_notify *n = pm_xcalloc(1, sizeof *n);
     const char *path = getenv("NOTIFY_SOCKET");
+    uint64_t usec;
 
     n->fd = -1;
     if (path == NULL || *path == '\0')
@@ -98,9 +98,9 @@ pm_notify_new(struct event_base *base)
                strerror(errno));
         return n;
     }
-    n->watchdog_usec = watchdog_usec();
-    if (n->watchdog_usec > 0 && base != NULL) {
-        uint64_t half = n->watchdog_usec / 2;
+    usec = watchdog_usec();
+    if (usec > 0 && base != NULL) {
+        uint64_t half = usec / 2;
         struct timeval iv = {(time_t)(half / 1000000),
                              (suseconds_t)(half % 1000000)};
 
