@@ -11,6 +11,7 @@ ts, level, role, event and msg.
 """
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -33,6 +34,99 @@ from helpers import clean_env, free_port, http_get  # noqa: E402
 pytest_plugins = ["pg", "chat_fixtures", "tunnel_fixtures", "game_fixtures"]
 
 _bin_copy_dir = None
+_san_dir = None         # where sanitizer or valgrind reports land
+_san_seen = set()       # report files already charged to a test
+
+# PM_VALGRIND=1: every p2pmesh the tests start runs under memcheck (a
+# plain build: tests/integration/valgrind.sh picks the tests). Leaks that
+# count: definitely and indirectly lost.
+VALGRIND = ("valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect",
+            "--errors-for-leak-kinds=definite,indirect", "--num-callers=40",
+            "--trace-children=no")
+
+
+def _links_asan(path):
+    r = subprocess.run(["ldd", path], capture_output=True, text=True)
+    return "libasan" in r.stdout
+
+
+def _setup_sanitizers():
+    """With an ASan+UBSan binary (./configure --enable-asan) every report
+    of every p2pmesh process the tests start, however started, goes to a
+    file in one directory: a test that leaves one there fails."""
+    global _san_dir
+    if not os.access(helpers.BIN, os.X_OK) or not _links_asan(helpers.BIN):
+        return
+    _san_dir = tempfile.mkdtemp(prefix="p2pmesh-san-")
+    log = os.path.join(_san_dir, "report")
+    for var, opts in (("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
+                      ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")):
+        old = os.environ.get(var)
+        os.environ[var] = ":".join(filter(None, (old, opts, "log_path=" + log)))
+
+
+def _setup_valgrind():
+    """helpers.BIN becomes a script that execs valgrind on the binary, so
+    every fixture runs it; one log per process in _san_dir."""
+    global _san_dir
+    if _links_asan(helpers.BIN):
+        raise pytest.UsageError("PM_VALGRIND=1 needs a build without --enable-asan")
+    if shutil.which("valgrind") is None:
+        raise pytest.UsageError("PM_VALGRIND=1 but valgrind is not installed")
+    _san_dir = tempfile.mkdtemp(prefix="p2pmesh-vg-")
+    wrapper = os.path.join(_bin_copy_dir or _san_dir, "p2pmesh-vg")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nexec %s --log-file=%s/vg.%%p %s "$@"\n'
+                % (" ".join(VALGRIND), _san_dir, helpers.BIN))
+    os.chmod(wrapper, 0o755)
+    helpers.BIN = wrapper
+
+
+def _report_of(path):
+    """The text of a sanitizer report, or of a finished valgrind log with
+    errors; None for a clean (or unfinished) valgrind log."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    if os.path.basename(path).startswith("vg."):
+        m = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+        if m is None or m.group(1) == "0":
+            return None
+    return text[-8000:]
+
+
+def _new_san_reports():
+    if _san_dir is None:
+        return []
+    out = []
+    for name in sorted(set(os.listdir(_san_dir)) - _san_seen):
+        path = os.path.join(_san_dir, name)
+        if name.startswith("vg.") and "ERROR SUMMARY" not in open(path, errors="replace").read():
+            continue  # still running: looked at again later
+        _san_seen.add(name)
+        text = _report_of(path)
+        if text is not None:
+            out.append("%s:\n%s" % (name, text))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    """Fails the test during whose run a p2pmesh process wrote an
+    AddressSanitizer, LeakSanitizer, UBSan or valgrind error report (set
+    up before, so torn down after, the test's servers)."""
+    _new_san_reports()
+    yield
+    reports = _new_san_reports()
+    if reports:
+        pytest.fail("sanitizer report(s):\n" + "\n".join(reports), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Reports written after the last test (module or session fixtures)."""
+    reports = _new_san_reports()
+    if reports:
+        sys.stderr.write("sanitizer report(s) after the tests:\n%s\n" % "\n".join(reports))
+        session.exitstatus = 1
 
 
 def pytest_configure(config):
@@ -44,11 +138,17 @@ def pytest_configure(config):
         dst = os.path.join(_bin_copy_dir, "p2pmesh")
         shutil.copy2(helpers.BIN, dst)
         helpers.BIN = dst
+    if os.environ.get("PM_VALGRIND") == "1" and os.access(helpers.BIN, os.X_OK):
+        _setup_valgrind()
+    else:
+        _setup_sanitizers()
 
 
 def pytest_unconfigure(config):
     if _bin_copy_dir:
         shutil.rmtree(_bin_copy_dir, ignore_errors=True)
+    if _san_dir:
+        shutil.rmtree(_san_dir, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

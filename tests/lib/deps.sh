@@ -20,7 +20,7 @@ test_pkgs="python3 python3-pytest python3-websockets python3-botocore python3-jw
   redis-server redis-tools postgresql nginx-light libnginx-mod-rtmp ffmpeg
   stunnel4 procps iproute2 util-linux
   podman runc netavark aardvark-dns iptables uidmap mmdebstrap podman-compose
-  python3-yaml shellcheck systemd"
+  python3-yaml shellcheck systemd valgrind sslscan testssl.sh nftables"
 bench_pkgs="linux-perf haproxy tinyproxy"
 
 case $what in
