@@ -33,9 +33,14 @@ Documented behaviours (platform.md, pm_ws.h) asserted as they are:
   written) are accepted and echoed.
 """
 
+import asyncio
+import json
+import shutil
 import struct
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import Server
@@ -50,6 +55,7 @@ from helpers import (
     RawWS,
     build_frame,
     close_payload,
+    raw_handshake,
 )
 
 MAX = 256 * 1024  # ws.max_message of the suite's server
@@ -952,3 +958,128 @@ def test_9_9_pings_among_many_messages(pair):
         expect_pong(pair.a, b"%d" % i)
     for m in msgs:
         pair.relayed(m)
+
+
+# ====================================================== extensions offered
+
+
+def test_1_5_1_permessage_deflate_offer_declined(srv):
+    """The server implements no extension: an offer gets a 101 without
+    Sec-WebSocket-Extensions, and a compressed (RSV1) frame is then 1002."""
+    resp, sock, reader, _ = raw_handshake(srv.port, "/", headers={
+        "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits, x-webkit-deflate-frame"})
+    try:
+        assert resp.status == 101, resp
+        assert "sec-websocket-extensions" not in resp.headers, resp.headers
+        sock.sendall(build_frame(OP_TEXT, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv=4))
+        deadline = time.monotonic() + 5
+        head = reader.read_exact(4, deadline)
+        assert head == b"\x88\x02\x03\xea", head  # close 1002, unmasked, RSV 0
+    finally:
+        sock.close()
+
+
+# ================================================================ interop
+
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+WS_INTEROP_JS = Path(__file__).resolve().parent / "clients" / "ws_interop.js"
+
+NODE_WS_CHECKS = {
+    "upgrade-101-accept", "permessage-deflate-declined",
+    "text-65535", "text-65536", "binary-65536", "text-%d" % MAX, "binary-%d" % MAX,
+    "fragmented-text-200-in-2", "fragmented-text-%d-in-64" % MAX,
+    "ping-0", "ping-125", "unsolicited-pong-ignored",
+    "close-1000-echoed", "close-4999-echoed", "over-max-1009", "over-max-not-relayed",
+    "invalid-utf8-1007", "no-client-errors",
+}
+
+
+def test_interop_npm_ws(srv):
+    """npm ws 8.x: relays of boundary and large sizes, fragmented sends,
+    pings, close codes; it fails on any non-conformant server frame."""
+    if shutil.which("node") is None or not (NODE_MODULES / "ws").is_dir():
+        pytest.skip("node or tests/node_modules/ws missing")
+    r = subprocess.run(["node", str(WS_INTEROP_JS), "--port", str(srv.port), "--max", str(MAX),
+                        "--timeout-ms", "30000"], capture_output=True, text=True, timeout=45)
+    lines = r.stdout.strip().splitlines()
+    assert lines, (r.returncode, r.stderr[-2000:])
+    out = json.loads(lines[-1])
+    failed = [c for c in out.get("checks", []) if not c["ok"]]
+    assert not failed, failed
+    assert out["ok"] is True and r.returncode == 0, (out, r.stderr[-2000:])
+    names = {c["name"] for c in out["checks"]}
+    assert NODE_WS_CHECKS <= names, NODE_WS_CHECKS - names
+    assert out["extensions"] is None, out
+
+
+def test_interop_python_websockets(srv):
+    """python3-websockets 10.4 (asyncio), a strict client too, with
+    permessage-deflate offered (its default)."""
+    import websockets
+
+    room = uuid.uuid4().hex
+    url = "ws://127.0.0.1:%d/?room=%s" % (srv.port, room)
+
+    async def joined(pid):
+        ws = await websockets.connect(url, open_timeout=5, close_timeout=3, ping_interval=None,
+                                      max_size=None, compression="deflate")
+        await ws.send(json.dumps({"type": "join", "peerId": pid}))
+        boot = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert boot["type"] == "bootstrap_peers", boot
+        return ws
+
+    async def relayed(b, msg):
+        got = await asyncio.wait_for(b.recv(), 10)
+        assert isinstance(got, str), "relay came as binary"
+        want = msg[:-1] + FROM
+        assert got.encode() == want, (len(got.encode()), len(want))
+
+    async def run():
+        a = await joined("aa")
+        b = await joined("bb")
+        try:
+            assert json.loads(await asyncio.wait_for(a.recv(), 5)) == {"type": "peer_joined", "peerId": "bb"}
+            assert a.extensions == [] and b.extensions == [], a.extensions
+            assert "Sec-WebSocket-Extensions" not in a.response_headers, a.response_headers
+            for n in (34, 125, 126, 127, 65535, 65536, 100000, MAX):
+                msg = relay_msg(n, fill="\u00e9\U0001f600".encode())
+                await a.send(msg.decode())
+                await relayed(b, msg)
+                await a.send(msg)  # bytes: a binary frame
+                await relayed(b, msg)
+            for n, k in ((200, 2), (MAX, 4), (MAX, 64), (4096, 256)):
+                msg = relay_msg(n, fill="\u4e2d".encode())
+                step = -(-len(msg) // k)
+                # bytes pieces go out as one fragmented binary message;
+                # str pieces (cut at characters) as a fragmented text one
+                await a.send([msg[i:i + step] for i in range(0, len(msg), step)])
+                await relayed(b, msg)
+                text = msg.decode()
+                await a.send([text[i:i + step // 3 + 1] for i in range(0, len(text), step // 3 + 1)])
+                await relayed(b, msg)
+            for payload in (b"", b"hello", bytes(range(125))):
+                waiter = await a.ping(payload)
+                await asyncio.wait_for(waiter, 5)
+            await a.pong(b"unsolicited")
+            msg = relay_msg(50)
+            await a.send(msg.decode())
+            await relayed(b, msg)
+            # over the limit: the server closes with 1009
+            await a.send(relay_msg(MAX + 1).decode())
+            try:
+                extra = await asyncio.wait_for(a.recv(), 5)
+                raise AssertionError("got a message instead of close 1009: %r" % extra[:80])
+            except websockets.ConnectionClosed as e:
+                assert e.rcvd is not None and e.rcvd.code == 1009, e
+            assert json.loads(await asyncio.wait_for(b.recv(), 5)) == {"type": "peer_left", "peerId": "aa"}
+        finally:
+            await asyncio.wait_for(a.close(), 5)
+        for code in (1000, 1001, 3000, 4000, 4999):
+            c = await websockets.connect("ws://127.0.0.1:%d/" % srv.port, open_timeout=5, close_timeout=3)
+            await asyncio.wait_for(c.close(code, "r\u00e9ason"), 5)
+            assert c.close_code == code, (code, c.close_code)
+            assert c.close_rcvd is not None and c.close_rcvd.code == code and c.close_rcvd.reason == ""
+        await asyncio.wait_for(b.close(), 5)
+        assert b.close_code == 1000, b.close_code
+
+    asyncio.run(run())
