@@ -2,8 +2,9 @@
 # run.sh: run the browser tests in a network namespace that has only
 # loopback, so ICE never tries a real interface: the DataChannel test
 # (datachannel.mjs, signaling), the chat web client (chat.mjs), the game
-# client's model (game_model.mjs) and the game web client (game.mjs). All
-# run; the first failure's exit code is kept.
+# client's model (game_model.mjs), the game web client (game.mjs) and
+# Chromium's WebSocket client against the relay (websocket.mjs). All run;
+# the first failure's exit code is kept.
 # Needs root (unshare --net). Do apt/npm installs before: there is no network
 # inside. Exit: 0 pass, 1 fail, 77 skip (no /usr/bin/chromium).
 #
@@ -30,4 +31,5 @@ node "$dir/datachannel.mjs" || rc=$?
 node "$dir/chat.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
 node "$dir/game_model.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
 node "$dir/game.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
+node "$dir/websocket.mjs" || { r=$?; [ "$rc" -eq 0 ] && rc=$r; }
 exit "$rc"'

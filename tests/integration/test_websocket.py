@@ -1,5 +1,9 @@
-"""RFC 6455 behaviour: the upgrade, origin checks, frame-level violations,
-fragmentation, close and ping handling, server keepalive."""
+"""RFC 6455 behaviour around the frames: the upgrade, origin checks, the
+configured message limit and its metrics, server keepalive.
+
+The frame-level cases (reserved bits, opcodes, control frames,
+fragmentation, UTF-8, close codes, lengths) are the Autobahn-style table
+in test_ws_conformance.py."""
 
 import asyncio
 import json
@@ -9,7 +13,6 @@ import time
 import pytest
 from helpers import (
     OP_CLOSE,
-    OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
@@ -117,72 +120,6 @@ def test_message_under_configured_max_ok_over_1009(server_factory):
         _expect_close_code(ws, 1009)
 
 
-def test_fragmented_message_over_max_1009(server_factory):
-    srv = server_factory("--ws.max_message=1k")
-    with RawWS(srv.port) as ws:
-        ws.send_frame(OP_TEXT, b"a" * 600, fin=False)
-        ws.send_frame(OP_CONT, b"a" * 600, fin=True)
-        _expect_close_code(ws, 1009)
-
-
-def test_unmasked_frame_1002(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, PING, mask=False)
-        _expect_close_code(ws, 1002)
-
-
-@pytest.mark.parametrize("rsv", [1, 2, 4])
-def test_reserved_bits_1002(server, rsv):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, PING, rsv=rsv)
-        _expect_close_code(ws, 1002)
-
-
-@pytest.mark.parametrize("opcode", [0x3, 0x7, 0xB, 0xF])
-def test_unknown_opcode_1002(server, opcode):
-    with RawWS(server.port) as ws:
-        ws.send_frame(opcode, b"x")
-        _expect_close_code(ws, 1002)
-
-
-def test_fragmented_ping_1002(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_PING, b"abc", fin=False)
-        _expect_close_code(ws, 1002)
-
-
-def test_ping_payload_over_125_1002(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_PING, b"p" * 126)
-        _expect_close_code(ws, 1002)
-
-
-def test_invalid_utf8_1007(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":"ping","x":"\xff\xfe"}')
-        _expect_close_code(ws, 1007)
-
-
-def test_invalid_utf8_across_fragments_1007(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":"ping","x":"\xc3', fin=False)
-        ws.send_frame(OP_CONT, b'\x28"}', fin=True)  # C3 28 is invalid
-        _expect_close_code(ws, 1007)
-
-
-def test_continuation_without_start_1002(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_CONT, PING, fin=True)
-        _expect_close_code(ws, 1002)
-
-
-def test_new_message_inside_fragmented_one_1002(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":', fin=False)
-        ws.send_frame(OP_TEXT, PING, fin=True)
-        _expect_close_code(ws, 1002)
-
-
 def test_violation_counts_in_close_metric(server):
     _, s0 = get_metrics(server.port)
     before = metric_value(s0, "p2pmesh_ws_closes_total", code="1002") or 0
@@ -199,65 +136,7 @@ def test_violation_counts_in_close_metric(server):
     assert after - before == 1, (before, after)
 
 
-# ------------------------------------------------------------ fragmentation
-
-
-def test_fragmented_text_is_reassembled(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":"pi', fin=False)
-        ws.send_frame(OP_CONT, b'ng","times', fin=False)
-        ws.send_frame(OP_CONT, b'tamp":77}', fin=True)
-        f = ws.recv_message()
-        assert f.opcode == OP_TEXT and f.fin
-        assert json.loads(f.payload) == {"type": "pong", "timestamp": 77}
-
-
-def test_utf8_char_split_across_fragments_is_valid(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":"ping","timestamp":"caf\xc3', fin=False)
-        ws.send_frame(OP_CONT, b'\xa9"}', fin=True)
-        assert ws.recv_json() == {"type": "pong", "timestamp": "caf\u00e9"}
-
-
-def test_ping_between_fragments(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":"ping",', fin=False)
-        ws.send_frame(OP_PING, b"mid")
-        ws.send_frame(OP_CONT, b'"timestamp":5}', fin=True)
-        f = ws.recv_frame()
-        assert f.opcode == OP_PONG and f.payload == b"mid", f
-        assert ws.recv_json() == {"type": "pong", "timestamp": 5}
-
-
-# --------------------------------------------------------- close and ping
-
-
-@pytest.mark.parametrize("code", [1000, 4001])
-def test_close_is_echoed_then_tcp_closed(server, code):
-    with RawWS(server.port) as ws:
-        ws.send_close(code, b"bye")
-        f = ws.recv_message()
-        assert f.opcode == OP_CLOSE, f
-        assert f.close_code == code, f
-        ws.wait_eof(3)
-
-
-def test_ping_answered_with_same_payload(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_PING, b"hello-125")
-        f = ws.recv_frame()
-        assert f.opcode == OP_PONG and f.payload == b"hello-125", f
-        assert not f.masked
-        ws.send_frame(OP_PING, b"")
-        f = ws.recv_frame()
-        assert f.opcode == OP_PONG and f.payload == b"", f
-
-
-def test_unsolicited_pong_is_ignored(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_PONG, b"whatever")
-        ws.send_text(PING)
-        assert ws.recv_json() == {"type": "pong", "timestamp": 42}
+# ------------------------------------------------------------ server frames
 
 
 def test_server_frames_are_text(server):
@@ -338,9 +217,3 @@ def test_message_exactly_max_ok_one_more_1009(server_factory):
         ws.send_text(exact[:-2] + 'x"}')  # 1025 bytes
         _expect_close_code(ws, 1009)
 
-
-def test_ping_payload_125_is_fine(server):
-    with RawWS(server.port) as ws:
-        ws.send_frame(OP_PING, b"p" * 125)
-        f = ws.recv_frame()
-        assert f.opcode == OP_PONG and f.payload == b"p" * 125, f
