@@ -4,7 +4,8 @@
  *   HTTP_IDLE --bytes--> HTTP_HEAD --request--> (answer) --> HTTP_IDLE
  *                                   \--upgrade--> WS_OPEN --close--> ...
  *   WS_OPEN --we close--> WS_CLOSING --echo/EOF/linger--> DEAD
- *   any --pm_conn_close--> CLOSING --output flushed--> DEAD
+ *   any --pm_conn_close--> CLOSING --output flushed, FIN, peer's EOF
+ *                                     or linger--> DEAD
  *
  * One timer per connection serves every state: header deadline,
  * keep-alive idle, WebSocket ping interval and idle timeout, and the
@@ -177,13 +178,18 @@ pm_conn_close(struct pm_conn *c)
     pm_stream_notify_drained(c->stream); /* may kill c at once */
 }
 
+/* Output flushed: linger, discarding input, until the peer's EOF (the
+ * error callback) or the timer. */
 static void
 conn_drained_cb(void *arg)
 {
     struct pm_conn *c = arg;
 
-    if (c->state == PM_CONN_CLOSING)
-        conn_kill(c, PM_WS_ABNORMAL);
+    if (c->state != PM_CONN_CLOSING || c->lingering)
+        return;
+    c->lingering = true;
+    arm(c, PM_CONN_LINGER_MS);
+    pm_stream_linger(c->stream);
 }
 
 void
@@ -482,6 +488,12 @@ conn_read_cb(void *arg)
 {
     struct pm_conn *c = arg;
 
+    if (c->state == PM_CONN_CLOSING) {
+        struct evbuffer *in = pm_stream_input(c->stream);
+
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     if (c->state <= PM_CONN_HTTP_HEAD)
         http_read(c);
     if (c->state == PM_CONN_WS_OPEN || c->state == PM_CONN_WS_CLOSING)

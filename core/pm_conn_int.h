@@ -41,6 +41,7 @@ struct pm_conn {
     bool req_keep_alive; /* of the request being answered */
     bool req_head;       /* HEAD request: no body in the answer */
     bool freed;          /* resources released; memory kept for refs */
+    bool lingering;      /* CLOSING, output flushed: discarding input */
     uint32_t refused;    /* consecutive rate-limited messages */
     uint32_t refs;       /* pm_conn_ref holds on the struct */
     uint64_t last_rx_ms;

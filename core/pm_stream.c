@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -249,6 +250,22 @@ pm_stream_notify_drained(struct pm_stream *s)
     if (s->bev == NULL && s->queued)
         return; /* the pending flush will tell */
     check_drained(s);
+}
+
+void
+pm_stream_linger(struct pm_stream *s)
+{
+    int fd = s->bev != NULL ? bufferevent_getfd(s->bev) : s->fd;
+
+    if (s->dead)
+        return;
+    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    if (fd >= 0)
+        shutdown(fd, SHUT_WR);
+    if (s->bev != NULL)
+        bufferevent_enable(s->bev, EV_READ);
+    else
+        event_add(s->rev, NULL);
 }
 
 void

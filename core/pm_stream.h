@@ -54,6 +54,14 @@ size_t pm_stream_pending(struct pm_stream *s);
 void pm_stream_stop_reading(struct pm_stream *s);
 /* Call the drained callback once the output is empty (maybe at once). */
 void pm_stream_notify_drained(struct pm_stream *s);
+/*
+ * Lingering close, once the output is flushed: send FIN (shutdown of the
+ * write side), drop unread input and read again, so that the read
+ * callback can discard whatever else comes until the peer closes. Closing
+ * with unread input would make the kernel reset the connection, and the
+ * peer could lose our last bytes (a close frame, an error answer).
+ */
+void pm_stream_linger(struct pm_stream *s);
 /* Close and free now; queued output is dropped. */
 void pm_stream_free(struct pm_stream *s);
 

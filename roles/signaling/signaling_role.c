@@ -344,7 +344,13 @@ sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
     const cJSON *type;
     cJSON *msg;
 
-    (void)op; /* binary frames carry the same JSON */
+    /* Binary frames carry the same JSON, and JSON is UTF-8 (RFC 8259):
+     * other bytes are not JSON, and would go out in a text frame. */
+    if (op == PM_WS_BINARY && !pm_utf8_valid(data, len)) {
+        if (c->dialect == SIG_PENDING || c->dialect == SIG_MESH)
+            sig_send_error(c, SIG_INVALID_JSON);
+        return;
+    }
     if (c->dialect == SIG_PEERJS) {
         sig_peerjs_message(s, c, text, len);
         return;

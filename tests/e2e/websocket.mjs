@@ -224,12 +224,9 @@ async function inPage({ wsBase, max }) {
     q.a.ws.send(relayMsg(max + 1, 'y'));
     const co = await timeout(q.a.closed, 5000, 'no close').catch((e) => ({ error: e.message }));
     check('over-max-1009', co.code === 1009, JSON.stringify(co));
-    /* Known server bug: the server closes the socket right after its 1009
-     * while the rest of the refused message is unread, so the kernel sends
-     * a RST and Chromium (still writing) often reports 1006 instead. A
-     * lingering close (shut down writing, drain input until EOF) fixes it;
-     * until then 1006 here is reported, not failed. */
-    if (co.code === 1006) results[results.length - 1].known = 'got 1006: the server reset the connection under the unread tail of the refused message';
+    /* 1009, not 1006: the server lingers (FIN, then drains the refused
+     * message's tail) instead of closing under unread input, which would
+     * reset the connection under Chromium still writing. */
     const left2 = JSON.parse(await q.b.next());
     check('over-max-not-relayed', left2.type === 'peer_left', JSON.stringify(left2));
     q.b.ws.close(1000);
@@ -263,10 +260,9 @@ async function main() {
     const results = await bounded(page.evaluate(inPage, { wsBase: `ws://127.0.0.1:${port}/`, max: MAX }),
         PAGE_MS, 'the in-page exchange did not finish');
     for (const r of results) {
-        if (r.known) say(`KNOWN BUG ${r.name}: ${r.known}`);
-        else if (VERBOSE || !r.ok) say(`${r.ok ? 'ok' : 'FAIL'} ${r.name}${r.ok ? '' : ': ' + r.detail}`);
+        if (VERBOSE || !r.ok) say(`${r.ok ? 'ok' : 'FAIL'} ${r.name}${r.ok ? '' : ': ' + r.detail}`);
     }
-    const failed = results.filter((r) => !r.ok && !r.known).map((r) => r.name);
+    const failed = results.filter((r) => !r.ok).map((r) => r.name);
     if (pageErrors.length) failed.push('page errors: ' + pageErrors.join('; '));
     const want = ['text-65536', 'binary-65537', `text-${MAX}`, `binary-${MAX}`, 'close-1000', 'over-max-1009'];
     for (const w of want) if (!results.some((r) => r.name === w)) failed.push('missing check ' + w);

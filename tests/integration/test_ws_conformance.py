@@ -751,11 +751,12 @@ def test_6_5_binary_is_not_utf8_checked(ws):
     assert f.opcode == OP_TEXT and f.payload == INVALID_JSON, f
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug (signaling role, not pm_ws): a binary frame holding JSON with "
-    "invalid UTF-8 is relayed to the peer as a TEXT frame with invalid UTF-8"))
 def test_6_5_2_binary_json_with_invalid_utf8_not_relayed_as_text(pair):
+    """JSON is UTF-8: a binary frame that is not is answered as invalid
+    JSON and never relayed (it would go out as a text frame)."""
     pair.a.send_frame(OP_BINARY, b'{"type":"signal","to":"bb","d":"\xff\xfe"}')
+    f = pair.a.next_frame()
+    assert f.opcode == OP_TEXT and f.payload == INVALID_JSON, f
     try:
         pair.b.silent(0.3)  # StrictWS fails on a text frame with invalid UTF-8
     except UnicodeDecodeError as e:
@@ -1085,15 +1086,10 @@ def test_interop_python_websockets(srv):
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug (core/pm_conn.c, not pm_ws): after a 1009/1002/1007 close the "
-    "socket is closed with the refused message's tail unread, so the kernel "
-    "resets the connection under a client still sending; Chromium then often "
-    "reports 1006 instead of the close code (tests/e2e/websocket.mjs). A "
-    "lingering close (shut down writing, drain input until EOF or linger) fixes it"))
 def test_9_5_6_refused_message_tail_does_not_reset(ws):
     """A client keeps writing the payload of a refused message for 0.3 s
-    (less than the server's 2 s linger): the server must not reset it."""
+    (less than the server's 2 s linger): the server must not reset it
+    (pm_conn's lingering close: FIN, then input drained until EOF)."""
     ws.send_raw(bytes([0x82, 0x80 | 127]) + struct.pack("!Q", MAX + 1) + b"\x01\x02\x03\x04")
     chunk = b"\0" * 4096
     end = time.monotonic() + 0.3
