@@ -408,3 +408,181 @@ def test_redis_sigkill_keeps_every_acknowledged_mailbox_message(server_factory,
         assert not missing, ("answered 202 but lost", missing[:10], len(missing), statuses)
     for srv in (a, b):
         assert srv.stop() == 0, srv.stderr_text()[-2000:]
+
+
+# ======================================================= PostgreSQL
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL of this test alone (pg.PgServer), so killing it does
+    not hit the tests sharing the session's server."""
+    import pg
+    if not pg.pg_available():
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    srv = pg.PgServer()
+    yield srv
+    srv.close()
+
+
+def full_history(chat, token, room):
+    """Every message of room through the REST API, paging with before=."""
+    from chat_fixtures import api
+    out, before = [], None
+    for _ in range(100):
+        q = "?limit=100" + ("&before=%d" % before if before is not None else "")
+        r = api(chat.port, "GET", "/api/rooms/%s/messages%s" % (room, q), token=token)
+        assert r.status == 200, r
+        msgs = r.json["messages"]
+        out = msgs + out
+        if not r.json["more"] or not msgs:
+            return out
+        before = min(m["id"] for m in msgs)
+    raise AssertionError("history never ended")
+
+
+def test_postgres_killed_under_chat_traffic(server_factory, own_pg):
+    """The chat role on PostgreSQL; alice sends a message every 30 ms
+    (each with its own client_id) and bob, in the same room, reads them
+    live, while PostgreSQL is stopped in immediate mode (every backend
+    killed, no shutdown checkpoint: a crash) and started again.
+
+    What the user sees: each message is answered either with
+    {"type":"ack","client_id":..,"id":..} or, while the database is away,
+    with {"type":"error","code":"unavailable","client_id":..} -- never with
+    silence; /ready is 503 naming "database" while it is down; the server
+    reconnects by itself and sends are acknowledged again within 20 s of
+    PostgreSQL being back; nothing crashes.
+
+    Guaranteed: every acknowledged message is in the messages table and in
+    GET /api/rooms/general/messages afterwards, with the acknowledged id,
+    and bob got it live. An "unavailable" message was not acknowledged: the
+    client resends it with the same client_id and gets an ack (of the first
+    copy if that one did reach the database), so in the end every
+    client_id is stored exactly once."""
+    from chat_fixtures import BASE_FLAGS, Client, register
+    import chat_fixtures
+
+    flags = list(BASE_FLAGS) + ["--database.url=" + own_pg.url()]
+    srv = server_factory(*flags, role="chat")
+    chat_fixtures.wait_ready(srv)
+
+    class _Chat:  # what chat_fixtures' helpers need of a ChatServer
+        port = srv.port
+
+        @staticmethod
+        def ws_url(token=None, path="/ws"):
+            return "ws://127.0.0.1:%d%s?token=%s" % (srv.port, path, token)
+
+        @staticmethod
+        def api(method, path, body=None, token=None, **kw):
+            return chat_fixtures.api(srv.port, method, path, body=body, token=token, **kw)
+
+    chat = _Chat()
+    ta, _ = register(chat, "alice")
+    tb, _ = register(chat, "bob")
+    answers = {}  # client_id -> the ack or error
+
+    async def go():
+        alice = await Client.connect(chat, ta, "alice")
+        bob = await Client.connect(chat, tb, "bob")
+        for c in (alice, bob):
+            await c.send({"type": "join", "room": "general"})
+            await c.expect(type="joined", room="general")
+        sent = []
+        stop = asyncio.Event()
+
+        async def send_loop():
+            k = 0
+            while not stop.is_set():
+                cid = "pg-%d" % k
+                k += 1
+                await alice.send({"type": "message", "room": "general",
+                                  "body": "body %s" % cid, "client_id": cid})
+                sent.append(cid)
+                await asyncio.sleep(0.03)
+
+        async def read_loop():
+            while True:
+                try:
+                    await alice._read(1.0)
+                except asyncio.TimeoutError:
+                    continue
+                m = alice.inbox.pop()
+                if m.get("type") in ("ack", "error") and "client_id" in m:
+                    assert m["client_id"] not in answers, ("answered twice", m)
+                    answers[m["client_id"]] = (m, time.monotonic())
+
+        sender = asyncio.create_task(send_loop())
+        rd = asyncio.create_task(read_loop())
+        try:
+            await asyncio.sleep(1.0)
+            assert any(m["type"] == "ack" for m, _ in answers.values()), answers
+            await asyncio.to_thread(own_pg.stop, "immediate")
+            st, body = await asyncio.to_thread(
+                wait_until, lambda: (lambda r: r if r[0] == 503 else None)(ready_status(srv.port)),
+                "/ready stayed 200 with PostgreSQL down", 15)
+            assert "database" in body["failing"], body
+
+            def refused():
+                return any(m["type"] == "error" for m, _ in answers.values())
+            await asyncio.to_thread(wait_until, refused, "no send refused with PostgreSQL down")
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(own_pg.start)
+            t_up = time.monotonic()
+            await asyncio.to_thread(wait_until, lambda: ready_status(srv.port)[0] == 200,
+                                    "/ready not 200 after PostgreSQL came back", 20)
+
+            def acked_again():
+                return sum(1 for m, t in answers.values()
+                           if t > t_up and m["type"] == "ack") >= 10
+            await asyncio.to_thread(wait_until, acked_again,
+                                    "sends not acknowledged after PostgreSQL came back", 20)
+        finally:
+            stop.set()
+            await sender
+        await asyncio.to_thread(wait_until, lambda: len(answers) == len(sent),
+                                "a send was never answered", 15)
+        rd.cancel()
+        await asyncio.gather(rd, return_exceptions=True)
+
+        errors = {cid: m for cid, (m, _) in answers.items() if m["type"] == "error"}
+        for cid, m in errors.items():
+            assert m["code"] == "unavailable", m
+        acked = {cid: m["id"] for cid, (m, _) in answers.items() if m["type"] == "ack"}
+        assert errors and acked, (len(errors), len(acked))
+        # bob saw every acknowledged message live, with its id
+        live = {}
+        deadline = time.monotonic() + 10
+        while set(acked) - set(live) and time.monotonic() < deadline:
+            try:
+                m = await bob.expect(type="message", timeout=max(0.1, deadline - time.monotonic()))
+            except AssertionError:
+                break
+            live[m["client_id"]] = m["id"]
+        assert {c: live.get(c) for c in acked} == acked, "bob missed acknowledged messages"
+        # resend what was refused, same client_id: acknowledged now
+        for cid in sorted(errors):
+            await alice.send({"type": "message", "room": "general",
+                              "body": "body %s" % cid, "client_id": cid})
+            ack = await alice.expect(type="ack", client_id=cid, timeout=10)
+            acked[cid] = ack["id"]
+        await alice.close()
+        await bob.close()
+        return sent, acked, errors
+
+    sent, acked, errors = run(go(), timeout=120)
+    rows = own_pg.psql("SELECT m.client_id, m.id, m.body FROM messages m "
+                       "JOIN users u ON u.id = m.sender_id WHERE u.username = 'alice'")
+    stored = {}
+    for line in rows.splitlines():
+        cid, mid, body = line.split("|", 2)
+        assert cid not in stored, ("stored twice", cid)
+        stored[cid] = (int(mid), body)
+    assert sorted(stored) == sorted(sent), (set(sent) ^ set(stored))
+    for cid, mid in acked.items():
+        assert stored[cid] == (mid, "body %s" % cid), (cid, stored[cid], mid)
+    hist = full_history(chat, tb, "general")
+    assert sorted((m["client_id"], m["id"]) for m in hist) == sorted(acked.items())
+    assert srv.alive()
+    assert srv.stop() == 0, srv.stderr_text()[-2000:]
