@@ -586,3 +586,78 @@ def test_postgres_killed_under_chat_traffic(server_factory, own_pg):
     assert sorted((m["client_id"], m["id"]) for m in hist) == sorted(acked.items())
     assert srv.alive()
     assert srv.stop() == 0, srv.stderr_text()[-2000:]
+
+
+def test_postgres_down_does_not_stop_running_games(server_factory, tmp_path, own_pg):
+    """Three game nodes discovering each other through PostgreSQL (the
+    servers table, heartbeat every second here) play a duel; PostgreSQL is
+    stopped in immediate mode (a crash) for a few seconds, then started.
+
+    What the user sees: nothing. The duel keeps ticking (raft, not the
+    database, is the control plane), the leader does not change, /ready
+    stays 200 on every node, new players can still get guest tokens and
+    queue. Once PostgreSQL is back every node's servers row is refreshed
+    within 15 s, and a fourth node started afterwards finds the cluster
+    through the table and becomes ready."""
+    from game_fixtures import Bot, GameCluster, close_bots, kind, start_duel
+
+    own_pg.psql("SELECT 1")
+    cl = GameCluster(server_factory, tmp_path, own_pg, own_pg.dbname)
+    try:
+        nodes = cl.start(3, "--game.heartbeat=1s")
+        leader = cl.wait_leader(voters=3, timeout=15)
+        A, B = nodes[0], nodes[1]
+
+        async def go():
+            p1 = Bot("pg1", A.guest("pgone")[0])
+            p2 = Bot("pg2", B.guest("pgtwo")[0])
+            await p1.connect(A.ws_url)
+            await p2.connect(B.ws_url)
+            try:
+                p1.mode = p2.mode = "autopilot"
+                gid = await start_duel(A, p1, p2, B)
+                await p1.sleep_ticks(5, timeout=10)
+                await asyncio.to_thread(own_pg.stop, "immediate")
+                t_down = time.monotonic()
+                # the game goes on while the database is away
+                ticks = 0
+                while time.monotonic() - t_down < 3.0:
+                    await p1.sleep_ticks(1, timeout=5)
+                    await p2.sleep_ticks(1, timeout=5)
+                    ticks += 1
+                assert ticks >= 5, ticks
+                for n in nodes:
+                    st = await asyncio.to_thread(n.ready_status)
+                    assert st == 200, (n, st)
+                assert await asyncio.to_thread(cl.agreed_leader) is leader
+                # a newcomer is still served
+                t3, _ = await asyncio.to_thread(nodes[2].guest, "pgthree")
+                p3 = Bot("pg3", t3)
+                await p3.connect(nodes[2].ws_url)
+                await p3.queue("solo")
+                await p3.next(lambda m: kind(m) in ("MatchFound", "QueueUpdate"), 10)
+                await p3.close()
+                for p in (p1, p2):
+                    assert p.game_id == gid
+                    p.model().assert_clean(p.name)
+            finally:
+                await close_bots([p1, p2])
+
+        run(go(), timeout=90)
+        own_pg.start()
+        ids = sorted(str(n.node_id) for n in nodes)
+
+        def rows_fresh():
+            rows = cl.psql("SELECT id, EXTRACT(EPOCH FROM (now() - last_heartbeat)) FROM servers")
+            got = sorted(r[0] for r in rows if float(r[1]) < 3.0)
+            return got == ids
+        wait_until(rows_fresh, "servers rows not refreshed after PostgreSQL came back", 15)
+        d = cl.start_node("--game.heartbeat=1s")
+        assert d.ready_status() == 200
+        cl.wait_leader(timeout=15)
+        st, h = d.health()
+        assert str(h["leader"]) == str(leader.node_id), h
+        for n in nodes + [d]:
+            assert n.alive(), n
+    finally:
+        cl.stop_all()
