@@ -853,3 +853,220 @@ def test_sigterm_mid_burst_keeps_every_acknowledged_chat_message(server_factory,
         return ack
 
     assert run(again())["id"] == acked[sorted(x for x in acked if x.startswith("ann-"))[0]]
+
+
+# ====================================================== raft partition
+
+
+class NsNode(helpers.Process):
+    """A game node run inside a network namespace of a netns.NetLab, at
+    the lab's address (HTTP 8080, peer link 50051, raft 50052)."""
+
+    HTTP, PEER, RAFT = 8080, 50051, 50052
+
+    def __init__(self, lab, i, workdir, peers):
+        from game_fixtures import CLUSTER_FLAGS
+        self.name = "n%d" % i
+        self.host = lab.addr(i)
+        self.workdir = Path(workdir)
+        data = self.workdir / "data"
+        data.mkdir(parents=True)
+        self.flags = [f for f in CLUSTER_FLAGS if not f.startswith("--game.cluster")] + [
+            "--game.peers=" + peers,
+            "--game.advertise_addr=" + self.host,
+            "--game.peer_port=%d" % self.PEER,
+            "--game.raft_port=%d" % self.RAFT,
+            "--game.data_dir=%s" % data,
+        ]
+        self.stdout_path = self.workdir / "stdout.log"
+        self.stderr_path = self.workdir / "stderr.log"
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.argv = lab.exec_argv(i, [helpers.BIN, "--role=game", "--addr=" + self.host,
+                                      "--port=%d" % self.HTTP] + self.flags)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=self._err, env=helpers.clean_env())
+        self.node_id = None
+
+    @property
+    def ws_url(self):
+        return "ws://%s:%d/ws" % (self.host, self.HTTP)
+
+    def health(self):
+        r = http_get(self.HTTP, "/health", timeout=2, host=self.host)
+        assert r.status == 200, r
+        return r.json()
+
+    def ready(self):
+        return ready_status(self.HTTP, host=self.host)
+
+    def guest(self, nick):
+        import http.client
+        conn = http.client.HTTPConnection(self.host, self.HTTP, timeout=5)
+        try:
+            conn.request("POST", "/api/auth/guest", body=json.dumps({"nickname": nick}),
+                         headers={"Content-Type": "application/json", "Connection": "close"})
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            assert resp.status == 200, body
+            return body["token"]
+        finally:
+            conn.close()
+
+    def games(self):
+        r = http_get(self.HTTP, "/api/games", timeout=3, host=self.host)
+        assert r.status == 200, r
+        return r.json()["games"]
+
+
+def agreed(nodes, voters=None):
+    """The node all of nodes name as leader (and that says it leads), or None."""
+    try:
+        hs = [n.health() for n in nodes]
+    except (OSError, AssertionError):
+        return None
+    leaders = {str(h["leader"]) for h in hs}
+    leading = [n for n, h in zip(nodes, hs) if h["raft_state"] == "leader"]
+    if len(leaders) != 1 or len(leading) != 1 or str(leading[0].node_id) not in leaders:
+        return None
+    if voters is not None and any(voter_n(h["voters"]) != voters for h in hs):
+        return None
+    return leading[0]
+
+
+def voter_n(v):
+    return len(v) if isinstance(v, list) else v
+
+
+@pytest.fixture
+def net_lab(request):
+    import netns
+    why = netns.netns_missing()
+    if why is not None:
+        if os.environ.get("PM_REQUIRE_NETNS") == "1":
+            pytest.fail("PM_REQUIRE_NETNS=1 but partition tests cannot run: " + why)
+        pytest.skip(why)
+    lab = netns.NetLab(3, "g")
+    request.addfinalizer(lab.close)
+    return lab
+
+
+def test_partitioned_raft_leader_is_replaced_and_rejoins(net_lab, tmp_path):
+    """Three game nodes, each in its own network namespace, form a raft
+    cluster through static peers. Two players on a follower play a duel.
+    Then nftables rules in the leader's namespace drop every packet
+    between it and the other two nodes (not the clients), and after a
+    while the rules go again.
+
+    What the user sees: on the majority side the duel keeps ticking and a
+    new duel can be matched and started (so the new leader commits);
+    a new leader is elected among the two connected nodes within 15 s.
+    The cut-off node stops calling itself leader, knows no leader, and its
+    /ready answers 503 naming "raft" (game.md: 503 until the node is in a
+    cluster with a leader), so a load balancer stops sending players to
+    it. After healing, within 20 s the old leader is a follower of the new
+    leader, /ready is 200 again, all three agree on leader and voters, and
+    it lists the same games (ids, owners, status) as the others.
+    Nothing crashes; every node exits 0 on SIGTERM."""
+    from game_fixtures import Bot, close_bots, start_duel
+
+    lab = net_lab
+    peers = ",".join("%s:%d" % (lab.addr(i), NsNode.PEER) for i in range(3))
+    nodes = []
+    try:
+        for i in range(3):
+            nodes.append(NsNode(lab, i, tmp_path / ("ns%d" % i), peers))
+        for n in nodes:
+            wait_until(lambda n=n: n.ready()[0] == 200, "%s not ready" % n.name, 30)
+            n.node_id = n.health()["node_id"]
+        leader = wait_until(lambda: agreed(nodes, voters=3), "no agreed leader of 3 voters", 20)
+        L = nodes.index(leader)
+        rest = [n for n in nodes if n is not leader]
+        F = rest[0]
+
+        async def play():
+            p1 = Bot("np1", F.guest("nsone"))
+            p2 = Bot("np2", F.guest("nstwo"))
+            await p1.connect(F.ws_url)
+            await p2.connect(F.ws_url)
+            p1.mode = p2.mode = "autopilot"
+            gid = await start_duel(F, p1, p2)
+            await p1.sleep_ticks(3, timeout=10)
+            return p1, p2, gid
+
+        async def go():
+            p1, p2, gid = await play()
+            bots = [p1, p2]
+            try:
+                lab.partition(L)
+                assert "pmtest" in lab.rules(L)
+                t_cut = time.monotonic()
+                new = await asyncio.to_thread(
+                    wait_until, lambda: agreed(rest), "no new leader on the majority side", 15)
+                assert new is not leader
+                # the running duel never stopped
+                await p1.sleep_ticks(5, timeout=10)
+                p1.model().assert_clean("p1 during the partition")
+                # a new game starts on the majority side (raft commits)
+                other = rest[1]
+                p3 = Bot("np3", other.guest("nsthree"))
+                p4 = Bot("np4", other.guest("nsfour"))
+                bots += [p3, p4]
+                await p3.connect(other.ws_url)
+                await p4.connect(other.ws_url)
+                p3.mode = p4.mode = "autopilot"
+                gid2 = await start_duel(other, p3, p4, timeout=10)
+                assert gid2 != gid
+                await p3.sleep_ticks(3, timeout=10)
+
+                # the cut-off node: not leader, no leader, /ready 503
+                def minority_knows():
+                    h = leader.health()
+                    st, body = leader.ready()
+                    if h["raft_state"] != "leader" and st == 503:
+                        return h, body
+                    return None
+                h, body = await asyncio.to_thread(
+                    wait_until, minority_knows, "the cut-off node still acts as leader or ready", 15)
+                assert str(h["leader"]) in ("0", "None"), h
+                assert "raft" in body.get("failing", []), body
+                assert time.monotonic() - t_cut < 30
+
+                lab.heal(L)
+
+                def rejoined():
+                    ld = agreed(nodes, voters=3)
+                    return ld if ld is not None and leader.ready()[0] == 200 else None
+                ld = await asyncio.to_thread(wait_until, rejoined,
+                                             "the old leader did not rejoin", 20)
+                assert ld is not leader and leader.health()["raft_state"] == "follower"
+
+                def same_games():
+                    lists = [sorted((g["id"], str(g["owner"]), g.get("status"))
+                                    for g in n.games()) for n in nodes]
+                    return lists if all(x == lists[0] for x in lists) else None
+                lists = await asyncio.to_thread(wait_until, same_games,
+                                                "nodes list different games", 10)
+                assert {g[0] for g in lists[0]} >= {gid, gid2}, lists[0]
+                for p in (p1, p3):
+                    await p.sleep_ticks(2, timeout=10)
+            finally:
+                await close_bots(bots)
+
+        run(go(), timeout=150)
+        for n in nodes:
+            assert n.alive(), (n.name, n.stderr_text()[-2000:])
+    finally:
+        rcs = {}
+        for n in nodes:
+            if n.alive():
+                n.proc.send_signal(signal.SIGTERM)
+        for n in nodes:  # one SIGTERM each: a second one exits at once
+            try:
+                n.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            rcs[n.name] = n.stop(signal.SIGKILL)
+        for n in nodes:
+            n.check_log_format()
+    assert rcs == {n.name: 0 for n in nodes}, (rcs, [n.stderr_text()[-1500:] for n in nodes])
