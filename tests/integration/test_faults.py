@@ -420,6 +420,118 @@ def test_redis_sigkill_keeps_every_acknowledged_mailbox_message(server_factory,
         assert srv.stop() == 0, srv.stderr_text()[-2000:]
 
 
+
+def test_redis_sigkill_under_chat_traffic(server_factory, redis_server, tmp_path):
+    """Two chat instances on one database (SQLite, WAL) fan out through one
+    Redis. alice (on A) sends a message every 50 ms to room general, where
+    carol (also on A) and bob (on B) listen; Redis gets SIGKILL mid-stream
+    and comes back empty on the same port.
+
+    What the user sees: alice gets an ack for every message throughout
+    (storing needs the database, not Redis); carol, on alice's instance,
+    gets every message live; bob, on the other instance, gets live every
+    message sent before the kill and, within 15 s of Redis being back,
+    the new ones again, but the ones sent while Redis was down only through
+    history (chat.md: live fan-out across instances is Redis pub/sub;
+    there is no replay), so a client re-syncs with GET
+    /api/rooms/:room/messages; /ready is 503 naming "redis" on both
+    instances while it is down, 200 after. No crash.
+
+    Guaranteed: every acknowledged message is in the history read through
+    either instance, with its acknowledged id, exactly once; nobody gets a
+    message twice."""
+    from chat_fixtures import Backend, ChatServer, Client, SqliteDB, register
+
+    path = tmp_path / "chat.db"
+    backend = Backend("sqlite", "sqlite:%s" % path, SqliteDB(path))
+    a = ChatServer(server_factory, backend, ["--redis.url=" + redis_server.url], None)
+    b = ChatServer(server_factory, backend, ["--redis.url=" + redis_server.url], None)
+    ta, _ = register(a, "alice")
+    tb, _ = register(a, "bob")
+    tc, _ = register(a, "carol")
+
+    async def go():
+        alice = await Client.connect(a, ta, "alice")
+        carol = await Client.connect(a, tc, "carol")
+        bob = await Client.connect(b, tb, "bob")
+        for c in (alice, carol, bob):
+            await c.send({"type": "join", "room": "general"})
+            await c.expect(type="joined", room="general")
+        # bob's instance must know alice's membership before she talks
+        await alice.send({"type": "message", "room": "general", "body": "hi",
+                          "client_id": "warm"})
+        await bob.expect(type="message", client_id="warm", timeout=10)
+        await carol.expect(type="message", client_id="warm")
+        acked, phase = {}, {}
+        k = 0
+
+        async def send_some(seconds, tag):
+            nonlocal k
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                cid = "rc-%d" % k
+                k += 1
+                await alice.send({"type": "message", "room": "general",
+                                  "body": "b " + cid, "client_id": cid})
+                ack = await alice.expect(type="ack", client_id=cid, timeout=10)
+                acked[cid] = ack["id"]
+                phase[cid] = tag
+                await asyncio.sleep(0.05)
+
+        await send_some(1.0, "before")
+        redis_server.kill()
+        for srv in (a, b):
+            st, body = await asyncio.to_thread(
+                wait_until, lambda srv=srv: (lambda r: r if r[0] == 503 else None)(
+                    ready_status(srv.port)), "/ready stayed 200 with Redis down")
+            assert "redis" in body["failing"], body
+        await send_some(1.5, "down")
+        redis_server.start()
+        for srv in (a, b):
+            await asyncio.to_thread(wait_until, lambda srv=srv: ready_status(srv.port)[0] == 200,
+                                    "/ready not 200 after Redis came back")
+        # live fan-out to the other instance resumes
+        deadline = time.monotonic() + 15
+        while True:
+            await send_some(0.3, "after")
+            last = max(acked, key=lambda c: acked[c])
+            try:
+                await bob.expect(type="message", client_id=last, timeout=1)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("live delivery to the other instance did not resume")
+        await send_some(0.5, "after")
+        got_c = [m for m in await carol.collect(2.0) if m.get("type") == "message"]
+        got_b = [m for m in await bob.collect(0.5) if m.get("type") == "message"]
+        got_b += [m for m in bob.drain() if m.get("type") == "message"]
+        for c in (alice, carol, bob):
+            await c.close()
+        return acked, phase, got_c, got_b
+
+    acked, phase, got_c, got_b = run(go(), timeout=90)
+    carol_ids = [m["client_id"] for m in got_c]
+    assert len(carol_ids) == len(set(carol_ids)), "carol got a message twice"
+    assert {m["client_id"]: m["id"] for m in got_c} == acked, "carol missed live messages"
+    bob_ids = [m["client_id"] for m in got_b]
+    assert len(bob_ids) == len(set(bob_ids)), "bob got a message twice"
+    for m in got_b:
+        assert acked[m["client_id"]] == m["id"], m
+    before = [c for c in acked if phase[c] == "before"]
+    assert all(c in bob_ids or c == "warm" for c in before), "bob missed messages sent before the kill"
+    for srv in (a, b):
+        hist = full_history(srv, tb, "general")
+        ids = [m["client_id"] for m in hist]
+        assert len(ids) == len(set(ids)), "a message stored twice"
+        stored = {m["client_id"]: m["id"] for m in hist}
+        missing = sorted(set(acked) - set(stored))
+        assert not missing, ("acknowledged but not in history", missing[:10])
+        assert {c: stored[c] for c in acked} == acked
+    for srv in (a, b):
+        assert srv.srv.alive()
+        assert srv.stop() == 0, srv.stderr_text()[-2000:]
+
+
 # ======================================================= PostgreSQL
 
 
