@@ -52,6 +52,10 @@ struct op {
     char *body;
     char room_name[64];
     int64_t n;
+    /* The sender, copied: the session may close (and lose its user)
+     * while the op waits for the database. */
+    int64_t uid;
+    char uname[CHAT_NAME_MAX + 1];
 };
 
 static void session_unref(struct chat_session *s);
@@ -138,6 +142,10 @@ op_new(struct chat_session *s, cJSON *req)
 
     op->s = s;
     op->req = req;
+    if (s->user != NULL) {
+        op->uid = s->user->id;
+        pm_strlcpy(op->uname, s->user->name, sizeof op->uname);
+    }
     if (cJSON_IsString(cid))
         op->client_id = pm_xstrdup(cid->valuestring);
     s->refs++;
@@ -213,11 +221,11 @@ room_got(void *arg, struct chat_room *room, int status)
         op_error(op, "unavailable", "the database is unreachable");
         return;
     }
-    if (need_member && !chat_room_has(room, op->s->user->id)) {
+    if (need_member && !chat_room_has(room, op->uid)) {
         op_error(op, "not_member", "join the room first");
         return;
     }
-    if (room->dm && !chat_room_has(room, op->s->user->id)) {
+    if (room->dm && !chat_room_has(room, op->uid)) {
         op_error(op, "forbidden", "a direct-message room of other users");
         return;
     }
@@ -256,8 +264,8 @@ joined(void *arg, const struct pm_db_res *res)
         op_error(op, "unavailable", "the database is unreachable");
         return;
     }
-    chat_room_add_member(op->room, op->s->user->id);
-    chat_fanout_member(chat, op->room->name, op->s->user->id, true);
+    chat_room_add_member(op->room, op->uid);
+    chat_fanout_member(chat, op->room->name, op->uid, true);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "joined");
     cJSON_AddStringToObject(o, "room", op->room->name);
@@ -286,13 +294,13 @@ join_room(struct op *op, struct chat_room *room)
     const char *p1[3] = {rid, uid, now}, *p2[1] = {rid};
     struct pm_db_stmt stmts[2];
 
-    if (!chat_room_has(room, op->s->user->id) &&
+    if (!chat_room_has(room, op->uid) &&
         room->nmembers >= (unsigned)chat->conf->max_room_members) {
         op_error(op, "room_full", "the room has reached its member limit");
         return;
     }
     chat_id_text(room->id, rid);
-    chat_id_text(op->s->user->id, uid);
+    chat_id_text(op->uid, uid);
     chat_id_text((int64_t)pm_wall_ms(), now);
     stmts[0] = (struct pm_db_stmt){
         "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, "
@@ -315,8 +323,8 @@ left(void *arg, const struct pm_db_res *res)
         op_error(op, "unavailable", "the database is unreachable");
         return;
     }
-    chat_room_remove_member(op->room, op->s->user->id);
-    chat_fanout_member(op->s->chat, op->room->name, op->s->user->id, false);
+    chat_room_remove_member(op->room, op->uid);
+    chat_fanout_member(op->s->chat, op->room->name, op->uid, false);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "left");
     cJSON_AddStringToObject(o, "room", op->room->name);
@@ -332,7 +340,7 @@ leave_room(struct op *op, struct chat_room *room)
     const char *params[2] = {rid, uid};
 
     chat_id_text(room->id, rid);
-    chat_id_text(op->s->user->id, uid);
+    chat_id_text(op->uid, uid);
     pm_db_query(op->s->chat->db,
                 "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2",
                 2, params, left, op);
@@ -387,7 +395,7 @@ stored(void *arg, const struct pm_db_res *res)
         char uid[24];
         const char *params[2] = {uid, op->client_id};
 
-        chat_id_text(op->s->user->id, uid);
+        chat_id_text(op->uid, uid);
         pm_db_query(chat->db,
                     "SELECT id, created_at FROM messages WHERE sender_id = $1 "
                     "AND client_id = $2",
@@ -397,8 +405,8 @@ stored(void *arg, const struct pm_db_res *res)
     id = pm_db_int(res, 0, 0, 0);
     (*chat->stats.messages)++;
     ack(op, id, op->n);
-    m = chat_message_json(id, op->room->name, op->s->user->name, op->body,
-                          op->n, op->client_id);
+    m = chat_message_json(id, op->room->name, op->uname, op->body, op->n,
+                          op->client_id);
     cJSON_AddStringToObject(m, "type", "message");
     chat_fanout_room(chat, op->room, m, 0);
     cJSON_Delete(m);
@@ -413,7 +421,7 @@ store_message(struct op *op, struct chat_room *room)
 
     op->n = (int64_t)pm_wall_ms();
     chat_id_text(room->id, rid);
-    chat_id_text(op->s->user->id, uid);
+    chat_id_text(op->uid, uid);
     chat_id_text(op->n, ts);
     pm_db_query(op->s->chat->db,
                 "INSERT INTO messages (room_id, sender_id, body, created_at, "
@@ -464,10 +472,10 @@ dm_room_ready(void *arg, struct chat_room *room, int status)
         return;
     }
     /* The room may have been cached before the memberships existed. */
-    if (!chat_room_has(room, op->s->user->id) || !chat_room_has(room, op->n)) {
-        chat_room_add_member(room, op->s->user->id);
+    if (!chat_room_has(room, op->uid) || !chat_room_has(room, op->n)) {
+        chat_room_add_member(room, op->uid);
         chat_room_add_member(room, op->n);
-        chat_fanout_member(op->s->chat, room->name, op->s->user->id, true);
+        chat_fanout_member(op->s->chat, room->name, op->uid, true);
         chat_fanout_member(op->s->chat, room->name, op->n, true);
     }
     op->room = room;
@@ -504,8 +512,8 @@ dm_target(void *arg, const struct pm_db_res *res)
         return;
     }
     op->n = pm_db_int(res, 0, 0, 0);
-    chat_dm_name(op->s->user->id, op->n, op->room_name, sizeof op->room_name);
-    chat_id_text(op->s->user->id, a);
+    chat_dm_name(op->uid, op->n, op->room_name, sizeof op->room_name);
+    chat_id_text(op->uid, a);
     chat_id_text(op->n, b);
     chat_id_text((int64_t)pm_wall_ms(), now);
     stmts[0] = (struct pm_db_stmt){
@@ -565,8 +573,8 @@ typing(struct op *op, struct chat_room *room)
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "typing");
     cJSON_AddStringToObject(o, "room", room->name);
-    cJSON_AddStringToObject(o, "user", s->user->name);
-    chat_fanout_room(s->chat, room, o, s->user->id);
+    cJSON_AddStringToObject(o, "user", op->uname);
+    chat_fanout_room(s->chat, room, o, op->uid);
     cJSON_Delete(o);
     op_free(op);
 }
@@ -585,7 +593,7 @@ read_stored(void *arg, const struct pm_db_res *res)
         o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "read");
         cJSON_AddStringToObject(o, "room", op->room->name);
-        cJSON_AddStringToObject(o, "user", op->s->user->name);
+        cJSON_AddStringToObject(o, "user", op->uname);
         cJSON_AddNumberToObject(o, "message_id", (double)op->n);
         chat_fanout_room(op->s->chat, op->room, o, 0);
         cJSON_Delete(o);
@@ -605,7 +613,7 @@ mark_read(struct op *op, struct chat_room *room)
         return;
     }
     chat_id_text(room->id, rid);
-    chat_id_text(op->s->user->id, uid);
+    chat_id_text(op->uid, uid);
     chat_id_text(op->n, mid);
     pm_db_query(op->s->chat->db,
                 "INSERT INTO reads (room_id, user_id, message_id) SELECT $1, "
