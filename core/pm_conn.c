@@ -270,8 +270,15 @@ http_read(struct pm_conn *c)
             http_refuse(c, 413);
             return;
         }
-        if (len < need)
-            return; /* the body is still coming (header deadline runs) */
+        if (len < need) {
+            /* The body is still coming: from now on its own deadline. */
+            if (!c->in_body) {
+                c->in_body = true;
+                arm(c, conf->http_body_timeout);
+            }
+            return;
+        }
+        c->in_body = false;
         p = (const char *)evbuffer_pullup(in, (ssize_t)need);
         /* Re-parse: pullup may have moved the head. */
         pm_http_parse(p, req.head_len, conf->http_max_header, &req, &status);
@@ -510,8 +517,18 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     switch (c->state) {
     case PM_CONN_HTTP_HEAD:
-        (*pm_server_stats(c->srv)->header_timeouts)++;
         snprintf(id, sizeof id, "%llu", (unsigned long long)c->id);
+        if (c->in_body) {
+            /* The head is known: tell the client, then close. */
+            (*pm_server_stats(c->srv)->body_timeouts)++;
+            pm_log_kv(PM_LOG_DEBUG, "http_body_timeout",
+                      "request body not completed in time", "conn", id, "ip",
+                      c->ip, NULL);
+            c->in_body = false;
+            http_refuse(c, 408);
+            break;
+        }
+        (*pm_server_stats(c->srv)->header_timeouts)++;
         pm_log_kv(PM_LOG_DEBUG, "http_header_timeout",
                   "request head not completed in time", "conn", id, "ip", c->ip,
                   NULL);
