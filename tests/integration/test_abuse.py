@@ -617,7 +617,7 @@ def test_per_ip_rate_other_ips_unaffected(make_target, name):
         assert http_from(t.port, path, ip).status == want, ip
         assert upgrade_status(t.port, _ws_path(name), source=ip) == 101, ip
     assert http_from(t.port, "/health", "127.0.0.1").status == 200
-    assert rejected(t.port, "per_ip_rate") == 2
+    assert rejected(t.port, "per_ip_rate") == 3  # two requests, one upgrade
 
 
 # ---------------------------------------------------------- 6. Origin
