@@ -773,8 +773,10 @@ def test_sslscan(tls_target, tmp_path):
     for v, name, _ in ciphers:
         if v == "TLSv1.2":
             assert name.startswith(("ECDHE-", "DHE-")) and ("GCM" in name or "CHACHA20" in name), name
+    # sslscan linked with an OpenSSL without zlib cannot test compression
+    # (no element then); testssl's CRIME check below covers it
     comp = test.find("compression")
-    assert comp is not None and comp.get("supported") == "0", ET.tostring(comp)
+    assert comp is None or comp.get("supported") == "0", comp.attrib
     reneg = test.find("renegotiation")
     assert reneg is not None, r.stdout[-2000:]
     assert reneg.get("supported") == "0" or reneg.get("secure") == "1", reneg.attrib
@@ -787,10 +789,10 @@ def test_testssl(tls_target, tmp_path):
     out = tmp_path / ("testssl-%d.json" % port)
     args = [tool, "--openssl=/usr/bin/openssl", "--quiet", "--color", "0", "--nodns", "none",
             "--ip", "127.0.0.1", "--warnings", "off", "--connect-timeout", "5",
-            "--openssl-timeout", "5", "--jsonfile", str(out), "-p", "-s", "-R", "-C", "-4",
+            "--openssl-timeout", "5", "--jsonfile", str(out), "-p", "-s", "-R", "-C",
             "127.0.0.1:%d" % port]
     t0 = time.monotonic()
-    r = subprocess.run(args, capture_output=True, text=True, timeout=120,
+    r = subprocess.run(args, capture_output=True, text=True, timeout=240,
                        env=dict(os.environ, TERM="dumb"))
     took = time.monotonic() - t0
     assert out.exists(), (r.returncode, r.stdout[-3000:], r.stderr[-2000:])
@@ -804,15 +806,16 @@ def test_testssl(tls_target, tmp_path):
         assert finding(fid) == "not offered", (fid, findings[fid])
     assert finding("TLS1_2").startswith("offered"), findings["TLS1_2"]
     assert finding("TLS1_3").startswith("offered"), findings["TLS1_3"]
+    # LOW is 64-bit, DES, RC2 and RC4; AVERAGE the obsolete CBC suites
     for fid in ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT",
-                "cipherlist_LOW", "cipherlist_3DES_IDEA"):
+                "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"):
         assert finding(fid) == "not offered", (fid, findings[fid])
     assert finding("CRIME_TLS").startswith("not vulnerable"), findings["CRIME_TLS"]
-    assert finding("secure_renego").startswith(("supported", "not vulnerable")) or \
-        "not" in finding("secure_renego"), findings["secure_renego"]
+    # secure renegotiation (RFC 5746) or none: never the insecure kind
+    assert finding("secure_renego") in ("supported", "not vulnerable"), findings["secure_renego"]
     assert finding("secure_client_renego").startswith("not vulnerable"), \
         findings["secure_client_renego"]
-    assert finding("RC4").startswith("not vulnerable") or "no RC4" in finding("RC4"), findings["RC4"]
     print("\ntestssl %d: %.1f s, %s" % (port, took, {k: findings[k]["finding"] for k in
                                                     ("TLS1_2", "TLS1_3", "secure_renego")}))
-    assert took < 90, took
+    # ~40 s on an idle machine; bash-heavy, so a loaded one doubles it
+    assert took < 200, took
