@@ -25,6 +25,7 @@
 
 #include "pm_conn_int.h"
 #include "pm_log.h"
+#include "pm_metrics.h"
 #include "pm_server.h"
 #include "pm_stream.h"
 #include "pm_tls.h"
@@ -230,6 +231,32 @@ http_refuse(struct pm_conn *c, int status)
     pm_conn_http_status(c, status, NULL);
 }
 
+/*
+ * Refuse a request the parser or a size limit rejected: counted as
+ * p2pmesh_rejected_total{limit=...} and logged at debug, then answered
+ * with status and closed.
+ */
+static void
+http_reject(struct pm_conn *c, int status)
+{
+    const char *limit = status == 431 || status == 414 ? "max_header"
+                        : status == 413                ? "max_body"
+                        : status == 411                ? "chunked_body"
+                                                       : "http_parse";
+    char labels[48], st[8];
+
+    snprintf(labels, sizeof labels, "limit=\"%s\"", limit);
+    (*pm_metrics_counter(pm_server_metrics(c->srv), "p2pmesh_rejected_total",
+                         labels,
+                         "Requests, upgrades and messages refused by a "
+                         "limit"))++;
+    snprintf(st, sizeof st, "%d", status);
+    pm_log_kv(PM_LOG_DEBUG, "http_request_refused",
+              "malformed or oversized request", "ip", c->ip, "status", st,
+              "limit", limit, NULL);
+    http_refuse(c, status);
+}
+
 /* Parse and answer every complete request in the input. */
 static void
 http_read(struct pm_conn *c)
@@ -256,18 +283,18 @@ http_read(struct pm_conn *c)
         if (rv == PM_EAGAIN)
             return;
         if (rv != PM_OK) {
-            http_refuse(c, status);
+            http_reject(c, status);
             return;
         }
         if (req.chunked) {
-            http_refuse(c, 411);
+            http_reject(c, 411);
             return;
         }
         need = req.head_len +
                (req.content_length > 0 ? (uint64_t)req.content_length : 0);
         if (req.content_length > 0 &&
             (uint64_t)req.content_length > conf->http_max_body) {
-            http_refuse(c, 413);
+            http_reject(c, 413);
             return;
         }
         if (len < need) {

@@ -388,7 +388,7 @@ def test_body_timeout_default_and_a_complete_body_is_not_cut(make_target, name):
 
 @pytest.mark.parametrize("name", ["chat", "game"])
 def test_oversized_head_and_body(make_target, name):
-    t = make_target(name, *flags_for(name, "--http.max_body=1k"))
+    t = make_target(name, *flags_for(name, "--http.max_body=1k", "--log.level=debug"))
     path = b"/api/login" if name == "chat" else b"/api/auth/guest"
     big = b"a" * (20 * 1024)
     expect_refused(t, b"GET /api/games HTTP/1.1\r\nHost: t\r\nX-Big: " + big + b"\r\n\r\n",
@@ -425,6 +425,10 @@ def test_oversized_head_and_body(make_target, name):
     finally:
         s.close()
     t.assert_healthy()
+    assert [rejected(t.port, k) for k in ("max_header", "max_body", "chunked_body")] == [1, 2, 1]
+    ev = [(o["status"], o["limit"]) for o in events(t.proc, "http_request_refused")]
+    assert ev == [("431", "max_header"), ("413", "max_body"), ("413", "max_body"),
+                  ("411", "chunked_body")], ev
 
 
 @pytest.mark.parametrize("name", ["chat", "game"])
@@ -508,6 +512,12 @@ def test_request_smuggling_refused(make_target, name):
         except AssertionError as e:
             raise AssertionError("%s: %s: %s" % (name, case, e))
     t.assert_healthy()
+    if t.core:  # the tunnel's proxy ports count p2pmesh_tunnel_refused_total
+        assert rejected(t.health_port, "http_parse") == len(SMUGGLING)
+    else:
+        _, samples = get_metrics(t.health_port)
+        assert metric_value(samples, "p2pmesh_tunnel_refused_total",
+                            reason="http_request_error") == len(SMUGGLING), samples
 
 
 @pytest.mark.parametrize("name", ALL_PORTS)
