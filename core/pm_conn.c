@@ -26,6 +26,7 @@
 
 #include "pm_conn_int.h"
 #include "pm_log.h"
+#include "pm_metrics.h"
 #include "pm_server.h"
 #include "pm_stream.h"
 #include "pm_tls.h"
@@ -236,6 +237,32 @@ http_refuse(struct pm_conn *c, int status)
     pm_conn_http_status(c, status, NULL);
 }
 
+/*
+ * Refuse a request the parser or a size limit rejected: counted as
+ * p2pmesh_rejected_total{limit=...} and logged at debug, then answered
+ * with status and closed.
+ */
+static void
+http_reject(struct pm_conn *c, int status)
+{
+    const char *limit = status == 431 || status == 414 ? "max_header"
+                        : status == 413                ? "max_body"
+                        : status == 411                ? "chunked_body"
+                                                       : "http_parse";
+    char labels[48], st[8];
+
+    snprintf(labels, sizeof labels, "limit=\"%s\"", limit);
+    (*pm_metrics_counter(pm_server_metrics(c->srv), "p2pmesh_rejected_total",
+                         labels,
+                         "Requests, upgrades and messages refused by a "
+                         "limit"))++;
+    snprintf(st, sizeof st, "%d", status);
+    pm_log_kv(PM_LOG_DEBUG, "http_request_refused",
+              "malformed or oversized request", "ip", c->ip, "status", st,
+              "limit", limit, NULL);
+    http_refuse(c, status);
+}
+
 /* Parse and answer every complete request in the input. */
 static void
 http_read(struct pm_conn *c)
@@ -262,22 +289,29 @@ http_read(struct pm_conn *c)
         if (rv == PM_EAGAIN)
             return;
         if (rv != PM_OK) {
-            http_refuse(c, status);
+            http_reject(c, status);
             return;
         }
         if (req.chunked) {
-            http_refuse(c, 411);
+            http_reject(c, 411);
             return;
         }
         need = req.head_len +
                (req.content_length > 0 ? (uint64_t)req.content_length : 0);
         if (req.content_length > 0 &&
             (uint64_t)req.content_length > conf->http_max_body) {
-            http_refuse(c, 413);
+            http_reject(c, 413);
             return;
         }
-        if (len < need)
-            return; /* the body is still coming (header deadline runs) */
+        if (len < need) {
+            /* The body is still coming: from now on its own deadline. */
+            if (!c->in_body) {
+                c->in_body = true;
+                arm(c, conf->http_body_timeout);
+            }
+            return;
+        }
+        c->in_body = false;
         p = (const char *)evbuffer_pullup(in, (ssize_t)need);
         /* Re-parse: pullup may have moved the head. */
         pm_http_parse(p, req.head_len, conf->http_max_header, &req, &status);
@@ -522,8 +556,18 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     switch (c->state) {
     case PM_CONN_HTTP_HEAD:
-        (*pm_server_stats(c->srv)->header_timeouts)++;
         snprintf(id, sizeof id, "%llu", (unsigned long long)c->id);
+        if (c->in_body) {
+            /* The head is known: tell the client, then close. */
+            (*pm_server_stats(c->srv)->body_timeouts)++;
+            pm_log_kv(PM_LOG_DEBUG, "http_body_timeout",
+                      "request body not completed in time", "conn", id, "ip",
+                      c->ip, NULL);
+            c->in_body = false;
+            http_refuse(c, 408);
+            break;
+        }
+        (*pm_server_stats(c->srv)->header_timeouts)++;
         pm_log_kv(PM_LOG_DEBUG, "http_header_timeout",
                   "request head not completed in time", "conn", id, "ip", c->ip,
                   NULL);

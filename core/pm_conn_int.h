@@ -21,7 +21,7 @@ struct pm_stream;
 
 enum pm_conn_state {
     PM_CONN_HTTP_IDLE, /* waiting for a request (keep-alive timer) */
-    PM_CONN_HTTP_HEAD, /* reading a request (header deadline) */
+    PM_CONN_HTTP_HEAD, /* reading a request (header, then body deadline) */
     PM_CONN_HTTP_WAIT, /* the role answers later (header deadline) */
     PM_CONN_WS_OPEN,
     PM_CONN_WS_CLOSING, /* close frame sent, waiting for the echo */
@@ -40,6 +40,7 @@ struct pm_conn {
     bool ip_counted;     /* holds a per-IP connection slot */
     bool req_keep_alive; /* of the request being answered */
     bool req_head;       /* HEAD request: no body in the answer */
+    bool in_body;        /* head parsed, body still coming (body timer) */
     bool freed;          /* resources released; memory kept for refs */
     bool lingering;      /* CLOSING, output flushed: discarding input */
     uint32_t refused;    /* consecutive rate-limited messages */
@@ -64,6 +65,7 @@ struct pm_core_stats {
     uint64_t *ws_msgs_rx, *ws_msgs_tx;
     uint64_t *ws_bytes_rx, *ws_bytes_tx;
     uint64_t *header_timeouts;
+    uint64_t *body_timeouts;
     uint64_t *rate_refused;
     int64_t *conns_open;
     int64_t *ws_open;

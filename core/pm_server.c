@@ -108,6 +108,9 @@ static struct pm_conf_key core_keys[] = {
      "request body limit: 413"},
     {"http.header_timeout", PM_CONF_DURATION, OFF(http_header_timeout), "10s",
      100, 3600000, NULL, "deadline for a whole request head (slowloris)"},
+    {"http.body_timeout", PM_CONF_DURATION, OFF(http_body_timeout),
+     PM_HTTP_BODY_TIMEOUT_DEFAULT, 100, 3600000, NULL,
+     "deadline for a request body once its head is in: 408"},
     {"http.keepalive_timeout", PM_CONF_DURATION, OFF(http_keepalive_timeout),
      "75s", 100, 3600000, NULL, "idle keep-alive connections are closed"},
     {"limits.max_connections", PM_CONF_INT, OFF(max_connections), "10000", 0,
@@ -836,6 +839,9 @@ init_stats(struct pm_server *srv)
                                          "WebSocket payload bytes sent");
     st->header_timeouts = pm_metrics_counter(
         m, "p2pmesh_rejected_total", "limit=\"header_timeout\"",
+        "Requests, upgrades and messages refused by a limit");
+    st->body_timeouts = pm_metrics_counter(
+        m, "p2pmesh_rejected_total", "limit=\"body_timeout\"",
         "Requests, upgrades and messages refused by a limit");
     st->rate_refused = pm_metrics_counter(
         m, "p2pmesh_rejected_total", "limit=\"per_conn_rate\"",

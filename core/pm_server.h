@@ -20,6 +20,10 @@ struct evbuffer;
 struct pm_http_request;
 struct pm_metrics;
 
+/* http.body_timeout: a body (Content-Length) must be in this long after
+ * its head, like http.header_timeout for the head. */
+#define PM_HTTP_BODY_TIMEOUT_DEFAULT "10s"
+
 /* Core keys (platform.md section 3); filled by pm_config. */
 struct pm_core_conf {
     char *addr;
@@ -49,6 +53,7 @@ struct pm_core_conf {
     uint64_t http_max_header;
     uint64_t http_max_body;
     uint64_t http_header_timeout;
+    uint64_t http_body_timeout;
     uint64_t http_keepalive_timeout;
     int64_t max_connections;
     int64_t per_ip_connections;

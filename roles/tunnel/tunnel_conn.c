@@ -474,9 +474,17 @@ agent_forward_head(struct tunnel_conn *c, const struct pm_http_request *req)
 static void
 serve_origin_form(struct tunnel_conn *c, const struct pm_http_request *req)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b;
     bool keep = req->keep_alive;
 
+    /* Our own endpoints read no body: refuse one, or its bytes would be
+     * taken for the next request (request smuggling). */
+    if (req->content_length > 0 || req->chunked) {
+        tunnel_conn_refuse(c, 400, "http_request_error",
+                           "a request body is not accepted here");
+        return;
+    }
+    b = evbuffer_new();
     if (pm_server_core_response(c->t->srv, req, b, keep)) {
         evbuffer_drain(c->head, req->head_len);
         if (tunnel_end_send(&c->client, evbuffer_pullup(b, -1),
