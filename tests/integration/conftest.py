@@ -59,7 +59,8 @@ def _setup_sanitizers():
         return
     _san_dir = tempfile.mkdtemp(prefix="p2pmesh-san-")
     log = os.path.join(_san_dir, "report")
-    for var, opts in (("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
+    helpers.SAN_RSS_SLACK_KB = 48 * 1024
+    for var, opts in (("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=32"),
                       ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")):
         old = os.environ.get(var)
         os.environ[var] = ":".join(filter(None, (old, opts, "log_path=" + log)))

@@ -29,6 +29,11 @@ import websockets
 REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("PM_BIN") or str(REPO / "p2pmesh")
 
+# RSS a sanitizer build may add to a process on top of what the code
+# itself holds (its quarantine of freed blocks, shadow memory): set by
+# conftest.py for an ASan binary, 0 otherwise.
+SAN_RSS_SLACK_KB = 0
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
