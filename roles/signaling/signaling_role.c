@@ -334,17 +334,13 @@ pending_message(struct sig *s, struct sig_client *c, cJSON *msg,
     sig_mesh_message(s, c, msg, type, data, len);
 }
 
-static void
-sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
-               const uint8_t *data, size_t len)
+void
+sig_client_message(struct sig *s, struct sig_client *c, const char *text,
+                   size_t len)
 {
-    struct sig *s = state;
-    struct sig_client *c = pm_conn_data(conn);
-    const char *text = (const char *)data;
     const cJSON *type;
     cJSON *msg;
 
-    (void)op; /* binary frames carry the same JSON */
     if (c->dialect == SIG_PEERJS) {
         sig_peerjs_message(s, c, text, len);
         return;
@@ -373,6 +369,14 @@ sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
                              : NULL,
                          text, len);
     cJSON_Delete(msg);
+}
+
+static void
+sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
+               const uint8_t *data, size_t len)
+{
+    (void)op; /* binary frames carry the same JSON */
+    sig_client_message(state, pm_conn_data(conn), (const char *)data, len);
 }
 
 static void
