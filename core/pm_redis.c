@@ -109,7 +109,8 @@ pm_redis_url_parse(const char *url, struct pm_redis_url *out, char *err,
     if (*p == '[') { /* [IPv6]:port */
         const char *rb = memchr(p, ']', (size_t)(hostend - p));
 
-        if (rb == NULL || (size_t)(rb - p - 1) >= sizeof out->host)
+        if (rb == NULL || rb == p + 1 ||
+            (size_t)(rb - p - 1) >= sizeof out->host)
             return pm_errf(err, errlen, PM_EINVAL, "redis.url: bad host");
         memcpy(out->host, p + 1, (size_t)(rb - p - 1));
         p = rb + 1;
@@ -300,15 +301,29 @@ send_argv(struct pm_redis *r, int argc, const char **argv,
     free(cmd);
 }
 
-static bool
-is_push(const redisReply *rep)
+bool
+pm_redis_reply_push(const struct pm_redis_reply *reply, const char **channel,
+                    size_t *chlen, const char **msg, size_t *len)
 {
-    return rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
-           rep->element[0]->type == REDIS_REPLY_STRING &&
-           ((rep->elements == 3 &&
-             strcmp(rep->element[0]->str, "message") == 0) ||
-            (rep->elements == 4 &&
-             strcmp(rep->element[0]->str, "pmessage") == 0));
+    const redisReply *rep = (const redisReply *)reply;
+    size_t c; /* channel index */
+
+    if (!(rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
+          rep->element[0]->type == REDIS_REPLY_STRING &&
+          ((rep->elements == 3 &&
+            strcmp(rep->element[0]->str, "message") == 0) ||
+           (rep->elements == 4 &&
+            strcmp(rep->element[0]->str, "pmessage") == 0))))
+        return false;
+    c = rep->elements - 2;
+    if (rep->element[c]->type != REDIS_REPLY_STRING ||
+        rep->element[c + 1]->type != REDIS_REPLY_STRING)
+        return false; /* not a message the callbacks could read */
+    *channel = rep->element[c]->str;
+    *chlen = (size_t)rep->element[c]->len;
+    *msg = rep->element[c + 1]->str;
+    *len = (size_t)rep->element[c + 1]->len;
+    return true;
 }
 
 /* Handle one reply; false if the link was dropped. */
@@ -316,14 +331,14 @@ static bool
 dispatch(struct pm_redis *r, redisReply *rep)
 {
     struct pending *p;
+    const char *ch, *msg;
+    size_t chlen, len;
 
-    if (r->on_message != NULL && is_push(rep)) {
-        size_t c = rep->elements - 2; /* channel index */
-
+    if (r->on_message != NULL &&
+        pm_redis_reply_push((const struct pm_redis_reply *)rep, &ch, &chlen,
+                            &msg, &len)) {
         r->busy++;
-        r->on_message(rep->element[c]->str, (size_t)rep->element[c]->len,
-                      rep->element[c + 1]->str,
-                      (size_t)rep->element[c + 1]->len, r->arg);
+        r->on_message(ch, chlen, msg, len, r->arg);
         r->busy--;
         return true;
     }
