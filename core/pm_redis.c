@@ -40,6 +40,7 @@
 #define PM_REDIS_RETRY_MIN_MS 100
 #define PM_REDIS_RETRY_MAX_MS 5000
 #define PM_REDIS_MAX_ARGS 64
+#define PM_REDIS_MAX_ELEMENTS (1 << 20) /* in one array reply */
 
 struct pending {
     pm_redis_reply_fn cb;
@@ -153,6 +154,38 @@ pm_redis_url_parse(const char *url, struct pm_redis_url *out, char *err,
 
 /* ---- replies ------------------------------------------------------- */
 
+/*
+ * hiredis 0.14 allocates an array reply's element table as soon as it
+ * reads the count, so "*99999999\r\n" alone would cost 800 MB: refuse
+ * counts over PM_REDIS_MAX_ELEMENTS (the reader then fails, and the link
+ * is dropped as for any malformed reply).
+ */
+static void *(*hiredis_create_array)(const redisReadTask *task, int elements);
+
+static void *
+create_array(const redisReadTask *task, int elements)
+{
+    if (elements > PM_REDIS_MAX_ELEMENTS)
+        return NULL;
+    return hiredis_create_array(task, elements);
+}
+
+redisReader *
+pm_redis_reader_new(void)
+{
+    static redisReplyObjectFunctions fns;
+    redisReader *reader = redisReaderCreate();
+
+    PM_ASSERT(reader != NULL);
+    if (hiredis_create_array == NULL) {
+        fns = *reader->fn;
+        hiredis_create_array = fns.createArray;
+        fns.createArray = create_array;
+    }
+    reader->fn = &fns;
+    return reader;
+}
+
 enum pm_redis_type
 pm_redis_reply_type(const struct pm_redis_reply *rep)
 {
@@ -244,7 +277,7 @@ disconnect(struct pm_redis *r, const char *why)
         r->bev = NULL;
     }
     redisReaderFree(r->reader);
-    r->reader = redisReaderCreate();
+    r->reader = pm_redis_reader_new();
     r->handshake = 0;
     while ((p = r->head) != NULL && !r->dead) {
         r->head = p->next;
@@ -539,7 +572,7 @@ pm_redis_new(struct event_base *base, const struct pm_redis_opts *opts,
                                       EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (r->dns == NULL)
         r->dns = evdns_base_new(base, 0); /* no resolv.conf: IPs only */
-    r->reader = redisReaderCreate();
+    r->reader = pm_redis_reader_new();
     r->retry = evtimer_new(base, retry_cb, r);
     connect_now(r);
     return r;

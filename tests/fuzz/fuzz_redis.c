@@ -1,6 +1,7 @@
 /*
  * fuzz_redis: drives RESP reply handling as core/pm_redis.c does it: the
- * bytes from the server fed (in pieces) to hiredis' redisReader, each
+ * bytes from the server fed (in pieces) to pm_redis_reader_new's reader
+ * (hiredis' redisReader with pm_redis' array limit), each
  * reply read through pm_redis_reply_type/_integer/_str/_elements/
  * _element, and pm_redis_reply_push, which decides whether a reply is a
  * pub/sub push and what the message callback gets. Also
@@ -82,7 +83,7 @@ walk(const struct pm_redis_reply *rep, uint64_t h, int depth)
 static uint64_t
 run(const char *buf, size_t len, size_t step, int *status, unsigned *count)
 {
-    redisReader *r = redisReaderCreate();
+    redisReader *r = pm_redis_reader_new();
     uint64_t h = 14695981039346656037ull;
     size_t off = 0;
 
