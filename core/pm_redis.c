@@ -40,6 +40,7 @@
 #define PM_REDIS_RETRY_MIN_MS 100
 #define PM_REDIS_RETRY_MAX_MS 5000
 #define PM_REDIS_MAX_ARGS 64
+#define PM_REDIS_MAX_ELEMENTS (1 << 20) /* in one array reply */
 
 struct pending {
     pm_redis_reply_fn cb;
@@ -109,7 +110,8 @@ pm_redis_url_parse(const char *url, struct pm_redis_url *out, char *err,
     if (*p == '[') { /* [IPv6]:port */
         const char *rb = memchr(p, ']', (size_t)(hostend - p));
 
-        if (rb == NULL || (size_t)(rb - p - 1) >= sizeof out->host)
+        if (rb == NULL || rb == p + 1 ||
+            (size_t)(rb - p - 1) >= sizeof out->host)
             return pm_errf(err, errlen, PM_EINVAL, "redis.url: bad host");
         memcpy(out->host, p + 1, (size_t)(rb - p - 1));
         p = rb + 1;
@@ -151,6 +153,38 @@ pm_redis_url_parse(const char *url, struct pm_redis_url *out, char *err,
 }
 
 /* ---- replies ------------------------------------------------------- */
+
+/*
+ * hiredis 0.14 allocates an array reply's element table as soon as it
+ * reads the count, so "*99999999\r\n" alone would cost 800 MB: refuse
+ * counts over PM_REDIS_MAX_ELEMENTS (the reader then fails, and the link
+ * is dropped as for any malformed reply).
+ */
+static void *(*hiredis_create_array)(const redisReadTask *task, int elements);
+
+static void *
+create_array(const redisReadTask *task, int elements)
+{
+    if (elements > PM_REDIS_MAX_ELEMENTS)
+        return NULL;
+    return hiredis_create_array(task, elements);
+}
+
+redisReader *
+pm_redis_reader_new(void)
+{
+    static redisReplyObjectFunctions fns;
+    redisReader *reader = redisReaderCreate();
+
+    PM_ASSERT(reader != NULL);
+    if (hiredis_create_array == NULL) {
+        fns = *reader->fn;
+        hiredis_create_array = fns.createArray;
+        fns.createArray = create_array;
+    }
+    reader->fn = &fns;
+    return reader;
+}
 
 enum pm_redis_type
 pm_redis_reply_type(const struct pm_redis_reply *rep)
@@ -243,7 +277,7 @@ disconnect(struct pm_redis *r, const char *why)
         r->bev = NULL;
     }
     redisReaderFree(r->reader);
-    r->reader = redisReaderCreate();
+    r->reader = pm_redis_reader_new();
     r->handshake = 0;
     while ((p = r->head) != NULL && !r->dead) {
         r->head = p->next;
@@ -300,15 +334,29 @@ send_argv(struct pm_redis *r, int argc, const char **argv,
     free(cmd);
 }
 
-static bool
-is_push(const redisReply *rep)
+bool
+pm_redis_reply_push(const struct pm_redis_reply *reply, const char **channel,
+                    size_t *chlen, const char **msg, size_t *len)
 {
-    return rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
-           rep->element[0]->type == REDIS_REPLY_STRING &&
-           ((rep->elements == 3 &&
-             strcmp(rep->element[0]->str, "message") == 0) ||
-            (rep->elements == 4 &&
-             strcmp(rep->element[0]->str, "pmessage") == 0));
+    const redisReply *rep = (const redisReply *)reply;
+    size_t c; /* channel index */
+
+    if (!(rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
+          rep->element[0]->type == REDIS_REPLY_STRING &&
+          ((rep->elements == 3 &&
+            strcmp(rep->element[0]->str, "message") == 0) ||
+           (rep->elements == 4 &&
+            strcmp(rep->element[0]->str, "pmessage") == 0))))
+        return false;
+    c = rep->elements - 2;
+    if (rep->element[c]->type != REDIS_REPLY_STRING ||
+        rep->element[c + 1]->type != REDIS_REPLY_STRING)
+        return false; /* not a message the callbacks could read */
+    *channel = rep->element[c]->str;
+    *chlen = (size_t)rep->element[c]->len;
+    *msg = rep->element[c + 1]->str;
+    *len = (size_t)rep->element[c + 1]->len;
+    return true;
 }
 
 /* Handle one reply; false if the link was dropped. */
@@ -316,14 +364,14 @@ static bool
 dispatch(struct pm_redis *r, redisReply *rep)
 {
     struct pending *p;
+    const char *ch, *msg;
+    size_t chlen, len;
 
-    if (r->on_message != NULL && is_push(rep)) {
-        size_t c = rep->elements - 2; /* channel index */
-
+    if (r->on_message != NULL &&
+        pm_redis_reply_push((const struct pm_redis_reply *)rep, &ch, &chlen,
+                            &msg, &len)) {
         r->busy++;
-        r->on_message(rep->element[c]->str, (size_t)rep->element[c]->len,
-                      rep->element[c + 1]->str,
-                      (size_t)rep->element[c + 1]->len, r->arg);
+        r->on_message(ch, chlen, msg, len, r->arg);
         r->busy--;
         return true;
     }
@@ -524,7 +572,7 @@ pm_redis_new(struct event_base *base, const struct pm_redis_opts *opts,
                                       EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (r->dns == NULL)
         r->dns = evdns_base_new(base, 0); /* no resolv.conf: IPs only */
-    r->reader = redisReaderCreate();
+    r->reader = pm_redis_reader_new();
     r->retry = evtimer_new(base, retry_cb, r);
     connect_now(r);
     return r;

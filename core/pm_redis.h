@@ -83,5 +83,20 @@ const char *pm_redis_reply_str(const struct pm_redis_reply *rep, size_t *len);
 size_t pm_redis_reply_elements(const struct pm_redis_reply *rep);
 const struct pm_redis_reply *
 pm_redis_reply_element(const struct pm_redis_reply *rep, size_t i);
+/*
+ * A hiredis reply reader as pm_redis uses it (an array reply of more
+ * than 2^20 elements is refused); free with redisReaderFree. Exposed for
+ * the fuzzer.
+ */
+struct redisReader;
+struct redisReader *pm_redis_reader_new(void);
+/*
+ * A pub/sub push ("message" or "pmessage" array) of a subscriber
+ * connection: true with its channel and payload (pointing into reply),
+ * else false. What the message callback is given; exposed for the fuzzer.
+ */
+bool pm_redis_reply_push(const struct pm_redis_reply *reply,
+                         const char **channel, size_t *chlen, const char **msg,
+                         size_t *len);
 
 #endif

@@ -171,7 +171,8 @@ num_u64(const cJSON *o, const char *k)
 
     if (cJSON_IsString(v))
         return strtoull(v->valuestring, NULL, 10);
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0)
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+        v->valuedouble < 18446744073709551616.0) /* 2^64 */
         return (uint64_t)v->valuedouble;
     return 0;
 }

@@ -83,6 +83,14 @@ enum sig_dialect {
     SIG_PEERJS,
     SIG_MAILBOX /* push-only /ws/{mailbox_id} */
 };
+/*
+ * One text (or binary) message of client c, as its WebSocket delivered
+ * it: to its dialect's handler, or, while PENDING, to the dialect its
+ * first message picks. The role's ws_message hook; also the fuzzer's.
+ */
+struct sig_client;
+void sig_client_message(struct sig *s, struct sig_client *c, const char *text,
+                        size_t len);
 
 /* Realm kinds; the kind decides how undeliverable messages are told. */
 enum sig_realm_kind { SIG_REALM_MESH = 'm', SIG_REALM_PEERJS = 'p' };

@@ -334,23 +334,13 @@ pending_message(struct sig *s, struct sig_client *c, cJSON *msg,
     sig_mesh_message(s, c, msg, type, data, len);
 }
 
-static void
-sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
-               const uint8_t *data, size_t len)
+void
+sig_client_message(struct sig *s, struct sig_client *c, const char *text,
+                   size_t len)
 {
-    struct sig *s = state;
-    struct sig_client *c = pm_conn_data(conn);
-    const char *text = (const char *)data;
     const cJSON *type;
     cJSON *msg;
 
-    /* Binary frames carry the same JSON, and JSON is UTF-8 (RFC 8259):
-     * other bytes are not JSON, and would go out in a text frame. */
-    if (op == PM_WS_BINARY && !pm_utf8_valid(data, len)) {
-        if (c->dialect == SIG_PENDING || c->dialect == SIG_MESH)
-            sig_send_error(c, SIG_INVALID_JSON);
-        return;
-    }
     if (c->dialect == SIG_PEERJS) {
         sig_peerjs_message(s, c, text, len);
         return;
@@ -379,6 +369,22 @@ sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
                              : NULL,
                          text, len);
     cJSON_Delete(msg);
+}
+
+static void
+sig_ws_message(void *state, struct pm_conn *conn, enum pm_ws_opcode op,
+               const uint8_t *data, size_t len)
+{
+    struct sig_client *c = pm_conn_data(conn);
+
+    /* Binary frames carry the same JSON, and JSON is UTF-8 (RFC 8259):
+     * other bytes are not JSON, and would go out in a text frame. */
+    if (op == PM_WS_BINARY && !pm_utf8_valid(data, len)) {
+        if (c->dialect == SIG_PENDING || c->dialect == SIG_MESH)
+            sig_send_error(c, SIG_INVALID_JSON);
+        return;
+    }
+    sig_client_message(state, c, (const char *)data, len);
 }
 
 static void
