@@ -38,7 +38,7 @@ EXAMPLES = {"%s/examples/%s" % (DOCDIR, os.path.basename(src)): src
                         "config/game.conf.sample", "infra/systemd/p2pmesh.env.example")}
 DOCS = {"%s/%s" % (DOCDIR, os.path.basename(src)): src
         for src in ("README.md", "docs/deploy.md", "docs/chat.md", "docs/tunnel.md",
-                    "docs/game.md")}
+                    "docs/game.md", "docs/security.md")}
 UNIT = "%s/p2pmesh@.service" % UNITDIR
 
 

@@ -4,6 +4,7 @@
 #   tests/lib/deps.sh build   compiler, autotools and the libraries (platform.md section 2)
 #   tests/lib/deps.sh test    build + everything the test suite starts or drives
 #   tests/lib/deps.sh bench   test + the peers the benchmarks compare against
+#   tests/lib/deps.sh fuzz    test + clang and llvm for make fuzz (tests/fuzz/run.sh)
 #
 # Debian packages come from apt; JavaScript clients from the npm registry into
 # tests/node_modules (tests/package.json pins them). Safe to run again.
@@ -22,13 +23,15 @@ test_pkgs="python3 python3-pytest python3-websockets python3-botocore python3-jw
   podman runc netavark aardvark-dns iptables uidmap mmdebstrap podman-compose
   python3-yaml shellcheck systemd valgrind sslscan testssl.sh nftables"
 bench_pkgs="linux-perf haproxy tinyproxy"
+fuzz_pkgs="clang llvm"
 
 case $what in
 build) pkgs=$build_pkgs ;;
 test) pkgs="$build_pkgs $test_pkgs" ;;
 bench) pkgs="$build_pkgs $test_pkgs $bench_pkgs" ;;
+fuzz) pkgs="$build_pkgs $test_pkgs $fuzz_pkgs" ;;
 *)
-    echo "usage: $0 build|test|bench" >&2
+    echo "usage: $0 build|test|bench|fuzz" >&2
     exit 2
     ;;
 esac
