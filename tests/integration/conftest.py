@@ -275,10 +275,13 @@ def tls_cert(tmp_path_factory):
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port (no persistence).
-    kill() stops it hard; start() brings it back on the same port, empty."""
+    """A real redis-server on a free loopback port. kill() stops it hard;
+    start() brings it back on the same port: empty, or, when durable,
+    with everything it acknowledged (every command is in its append-only
+    file before it answers: appendfsync always)."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, durable=False):
+        self.durable = durable
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -290,8 +293,10 @@ class RedisServer:
         assert self.proc is None
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-             "--logfile", str(self.workdir / "redis.log")],
+             "--save", "", "--dir", str(self.workdir)]
+            + (["--appendonly", "yes", "--appendfsync", "always"] if self.durable
+               else ["--appendonly", "no"])
+            + ["--logfile", str(self.workdir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:

@@ -277,7 +277,8 @@ def raw_request(port, data, timeout=5.0):
 
 
 def wait_eof(sock, timeout, reader=None):
-    """Seconds until the peer closes sock; AssertionError on timeout.
+    """Seconds until the peer closes sock (TLS too: an abrupt end of a TLS
+    stream counts as closed); AssertionError on timeout.
 
     Any bytes that arrive first are returned too: (elapsed, data)."""
     start = time.monotonic()
@@ -294,7 +295,7 @@ def wait_eof(sock, timeout, reader=None):
             chunk = sock.recv(65536)
         except socket.timeout:
             continue
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             return time.monotonic() - start, bytes(data)
         if not chunk:
             return time.monotonic() - start, bytes(data)
@@ -360,9 +361,10 @@ def close_payload(code, reason=b""):
 
 
 class Frame:
-    def __init__(self, fin, rsv, opcode, masked, payload):
+    def __init__(self, fin, rsv, opcode, masked, payload, len_code=None):
         self.fin, self.rsv, self.opcode = fin, rsv, opcode
         self.masked, self.payload = masked, payload
+        self.len_code = len_code  # the 7-bit length field as sent (126, 127: extended)
 
     @property
     def close_code(self):
@@ -454,7 +456,7 @@ class RawWS:
         payload = self.reader.read_exact(n, deadline) if n else b""
         if masked:
             payload = mask_bytes(payload, key)
-        return Frame(fin, rsv, op, masked, payload)
+        return Frame(fin, rsv, op, masked, payload, h[1] & 0x7F)
 
     def recv_message(self, timeout=3.0, answer_pings=True):
         """Next data (text/binary) or close frame; pings are answered."""

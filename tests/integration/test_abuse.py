@@ -28,12 +28,10 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-import websockets
 
 import chat_fixtures
 import game_fixtures
 from helpers import (
-    EOFReached,
     _Reader,
     close_all,
     get_metrics,
@@ -42,6 +40,7 @@ from helpers import (
     metric_value,
     parse_response_head,
     read_http_response,
+    wait_eof,
     ws_connect,
 )
 
@@ -183,28 +182,6 @@ def flags_for(name, *flags):
 # ------------------------------------------------------------ helpers
 
 
-def wait_closed(sock, timeout, reader=None):
-    """Seconds until the peer closes sock (TLS too), and the bytes read first."""
-    start = time.monotonic()
-    deadline = start + timeout
-    data = bytearray(reader.buf if reader else b"")
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError("connection still open after %.1fs (got %r)"
-                                 % (timeout, bytes(data[:300])))
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-            return time.monotonic() - start, bytes(data)
-        if not chunk:
-            return time.monotonic() - start, bytes(data)
-        data += chunk
-
-
 def handshake(port, path="/", headers=None, source=None, timeout=5.0):
     """An upgrade from source (an address of 127.0.0.0/8). (status, sock, body)."""
     data, _ = handshake_request(port, path, headers)
@@ -279,7 +256,7 @@ def expect_refused(target, data, status, reason_word=None):
         if reason_word:
             assert reason_word in text, (target.name, resp)
         assert resp.headers.get("connection", "").lower() == "close", resp
-        _, rest = wait_closed(s, 5, reader)
+        _, rest = wait_eof(s, 5, reader)
         assert b"HTTP/1." not in rest, (target.name, "answered after the refusal", rest)
     finally:
         s.close()
@@ -307,7 +284,7 @@ def test_slowloris_head_trickle_cut_at_header_timeout(make_target, name):
                 closed_after = time.monotonic() - start
                 break
             try:
-                elapsed, got = wait_closed(s, 1.0)
+                elapsed, got = wait_eof(s, 1.0)
                 closed_after = time.monotonic() - start
                 break
             except AssertionError:
@@ -347,7 +324,7 @@ def test_slow_body_cut_at_body_timeout(make_target, name):
         assert resp.body == b"408 Request Timeout\n", resp
         assert resp.headers["connection"].lower() == "close", resp
         assert 0.8 <= took <= 3.5, took
-        wait_closed(s, 3, reader)
+        wait_eof(s, 3, reader)
     finally:
         s.close()
     # the slot is free again (only the /metrics connection itself is open)
@@ -420,7 +397,7 @@ def test_oversized_head_and_body(make_target, name):
                 s.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
-        _, rest = wait_closed(s, 5, reader)
+        _, rest = wait_eof(s, 5, reader)
         assert b"HTTP/1." not in rest, rest
     finally:
         s.close()
@@ -535,7 +512,7 @@ def test_pipelined_requests_answered_in_order(make_target, name):
         assert (r1.status, json.loads(r1.body)["status"]) == (200, "ok"), r1
         assert (r2.status, json.loads(r2.body)["status"]) == (200, "ready"), r2
         assert (r3.status, json.loads(r3.body)["status"]) == (200, "ok"), r3
-        _, rest = wait_closed(s, 5, reader)
+        _, rest = wait_eof(s, 5, reader)
         assert rest == b"", rest
     finally:
         s.close()
@@ -556,7 +533,7 @@ def test_body_that_looks_like_a_request_is_not_run(make_target, name):
         r1 = read_http_response(reader)
         # nothing else comes: no /metrics answer
         try:
-            _, rest = wait_closed(s, 1.0, reader)
+            _, rest = wait_eof(s, 1.0, reader)
         except AssertionError as e:
             rest = b""
             assert "got b''" in str(e), e

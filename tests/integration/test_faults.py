@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import free_port, get_metrics, http_get, metric_value, ws_connect
+from conftest import RedisServer
+from helpers import get_metrics, http_get, metric_value, ws_connect
 
 pytest.register_assert_rewrite("netns")
 
@@ -69,48 +70,12 @@ def ready_status(port, host="127.0.0.1"):
 # ============================================================ Redis
 
 
-class PersistentRedis:
-    """A redis-server on a free port that writes every command to its
-    append-only file before answering (appendfsync always), so a SIGKILL
-    loses nothing it acknowledged: what the server under test was told is
-    stored must be there after restart()."""
-
-    def __init__(self, workdir):
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server not installed (tests/lib/deps.sh test)")
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = "redis://127.0.0.1:%d" % self.port
-        self.proc = None
-        self.start()
-
-    def start(self):
-        assert self.proc is None
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--dir", str(self.workdir),
-             "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.cli("PING") == "PONG",
-                   "redis-server did not start on %d" % self.port, timeout=10)
-
-    def cli(self, *args):
-        r = subprocess.run(["redis-cli", "-p", str(self.port)] + list(args),
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    def kill(self):
-        if self.proc is not None:
-            self.proc.kill()  # SIGKILL
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def persistent_redis(tmp_path):
-    srv = PersistentRedis(tmp_path / "predis")
+    """A redis-server that loses nothing it acknowledged to a SIGKILL."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (tests/lib/deps.sh test)")
+    srv = RedisServer(tmp_path / "predis", durable=True)
     yield srv
     srv.kill()
 

@@ -51,7 +51,6 @@ from helpers import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    Frame,
     RawWS,
     build_frame,
     close_payload,
@@ -94,23 +93,15 @@ class StrictWS(RawWS):
         self._frag = None  # opcode of a fragmented server message
 
     def recv_frame(self, timeout=3.0):
-        deadline = time.monotonic() + timeout
-        h = self.reader.read_exact(2, deadline)
-        fin = bool(h[0] & 0x80)
-        rsv = (h[0] >> 4) & 7
-        op = h[0] & 0xF
-        masked = bool(h[1] & 0x80)
-        n = h[1] & 0x7F
-        assert rsv == 0, "server frame with RSV bits %d: %r" % (rsv, h)
-        assert not masked, "server frame is masked: %r" % h
+        f = super().recv_frame(timeout)
+        fin, op, payload, n = f.fin, f.opcode, f.payload, len(f.payload)
+        assert f.rsv == 0, "server frame with RSV bits %d: %r" % (f.rsv, f)
+        assert not f.masked, "server frame is masked: %r" % f
         assert op in KNOWN_OPS, "server frame with opcode %d" % op
-        if n == 126:
-            n = struct.unpack("!H", self.reader.read_exact(2, deadline))[0]
+        if f.len_code == 126:
             assert n >= 126, "non-minimal 16-bit length %d" % n
-        elif n == 127:
-            n = struct.unpack("!Q", self.reader.read_exact(8, deadline))[0]
+        elif f.len_code == 127:
             assert n >= 65536 and n < 1 << 63, "bad 64-bit length %d" % n
-        payload = self.reader.read_exact(n, deadline) if n else b""
         if op in CONTROL:
             assert fin and n <= 125, "bad server control frame op=%d fin=%s len=%d" % (op, fin, n)
         if op == OP_CLOSE:
@@ -133,7 +124,7 @@ class StrictWS(RawWS):
             self._frag = None
             if fop == OP_TEXT:
                 b"".join(parts).decode("utf-8")
-        return Frame(fin, rsv, op, masked, payload)
+        return f
 
     def send_refusable(self, data):
         """Send data the server may refuse (and close on) before it all
