@@ -304,6 +304,47 @@ void chat_broadcast_local(struct chat *chat, const struct cJSON *json);
 void chat_user_kick(struct chat *chat, int64_t id, int64_t ver,
                     const char *reason);
 void chat_users_free(struct chat *chat);
+/*
+ * The checks of a client message that need no session, room or
+ * database (the seam tests/fuzz/fuzz_chat.c drives). chat_ws_message
+ * parses with chat_ws_parse (a JSON object, else NULL: "not a JSON
+ * object"); before the welcome only chat_ws_auth_token (the token of an
+ * "auth" message, else NULL) is read; after it handle() dispatches on
+ * chat_ws_type_of, checks message/dm fields before the room lookup and
+ * read/history fields after it. A false check fills err with the
+ * error's code and message; chat_ws_error_json is the error reply.
+ */
+enum chat_ws_type {
+    CHAT_WS_NO_TYPE, /* "type" missing or not a string */
+    CHAT_WS_UNKNOWN,
+    CHAT_WS_AUTH,
+    CHAT_WS_MESSAGE,
+    CHAT_WS_JOIN,
+    CHAT_WS_LEAVE,
+    CHAT_WS_DM,
+    CHAT_WS_TYPING,
+    CHAT_WS_READ,
+    CHAT_WS_HISTORY,
+    CHAT_WS_PING,
+};
+struct chat_ws_error {
+    const char *code;
+    const char *message;
+};
+struct cJSON *chat_ws_parse(const uint8_t *data, size_t len);
+const char *chat_ws_auth_token(const struct cJSON *msg);
+enum chat_ws_type chat_ws_type_of(const struct cJSON *msg);
+bool chat_ws_message_check(const struct cJSON *req, int64_t max_message,
+                           struct chat_ws_error *err);
+bool chat_ws_dm_check(const struct cJSON *req, int64_t max_message,
+                      struct chat_ws_error *err);
+bool chat_ws_read_check(const struct cJSON *req, int64_t *message_id,
+                        struct chat_ws_error *err);
+bool chat_ws_history_check(const struct cJSON *req, int64_t *before,
+                           int64_t *after, int64_t *limit,
+                           struct chat_ws_error *err);
+struct cJSON *chat_ws_error_json(const char *code, const char *message,
+                                 const char *client_id);
 
 /* ---- chat_cluster.c: Redis fan-out and presence ---------------------- */
 

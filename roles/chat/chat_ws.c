@@ -70,9 +70,8 @@ send_json(struct chat_session *s, const cJSON *json)
         pm_conn_ws_send_json(s->c, json);
 }
 
-static void
-send_error(struct chat_session *s, const char *code, const char *message,
-           const char *client_id)
+cJSON *
+chat_ws_error_json(const char *code, const char *message, const char *client_id)
 {
     cJSON *o = cJSON_CreateObject();
 
@@ -81,6 +80,15 @@ send_error(struct chat_session *s, const char *code, const char *message,
     cJSON_AddStringToObject(o, "message", message);
     if (client_id != NULL)
         cJSON_AddStringToObject(o, "client_id", client_id);
+    return o;
+}
+
+static void
+send_error(struct chat_session *s, const char *code, const char *message,
+           const char *client_id)
+{
+    cJSON *o = chat_ws_error_json(code, message, client_id);
+
     send_json(s, o);
     cJSON_Delete(o);
 }
@@ -190,6 +198,34 @@ req_int(const cJSON *req, const char *name)
     if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 9e15)
         return -1;
     return (int64_t)v->valuedouble;
+}
+
+bool
+chat_ws_read_check(const cJSON *req, int64_t *message_id,
+                   struct chat_ws_error *err)
+{
+    *message_id = req_int(req, "message_id");
+    if (*message_id <= 0) {
+        err->code = "bad_request";
+        err->message = "message_id must be a positive integer";
+        return false;
+    }
+    return true;
+}
+
+bool
+chat_ws_history_check(const cJSON *req, int64_t *before, int64_t *after,
+                      int64_t *limit, struct chat_ws_error *err)
+{
+    *before = req_int(req, "before");
+    *after = req_int(req, "after");
+    *limit = req_int(req, "limit");
+    if (*before < 0 || *after < 0 || *limit < 0) {
+        err->code = "bad_request";
+        err->message = "before, after and limit must be non-negative integers";
+        return false;
+    }
+    return true;
 }
 
 /*
@@ -430,33 +466,61 @@ store_message(struct op *op, struct chat_room *room)
                 5, params, stored, op);
 }
 
-/* Check body and client_id of a message or dm; false: answered. */
 static bool
-message_fields(struct op *op)
+refuse(struct chat_ws_error *err, const char *code, const char *message)
 {
-    const char *body = req_str(op->req, "body");
-    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(op->req, "client_id");
+    err->code = code;
+    err->message = message;
+    return false;
+}
+
+bool
+chat_ws_message_check(const cJSON *req, int64_t max_message,
+                      struct chat_ws_error *err)
+{
+    const char *body = req_str(req, "body");
+    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(req, "client_id");
     size_t chars = 0;
     const char *p;
 
     if (cid != NULL && !cJSON_IsNull(cid) &&
         (!cJSON_IsString(cid) || strlen(cid->valuestring) == 0 ||
-         strlen(cid->valuestring) > CLIENT_ID_MAX)) {
-        op_error(op, "bad_request", "client_id must be a string of 1-64 bytes");
-        return false;
-    }
-    if (body == NULL || body[0] == '\0') {
-        op_error(op, "bad_request", "body is required");
-        return false;
-    }
+         strlen(cid->valuestring) > CLIENT_ID_MAX))
+        return refuse(err, "bad_request",
+                      "client_id must be a string of 1-64 bytes");
+    if (body == NULL || body[0] == '\0')
+        return refuse(err, "bad_request", "body is required");
     for (p = body; *p != '\0'; p++)
         if ((*p & 0xc0) != 0x80)
             chars++;
-    if (chars > (size_t)op->s->chat->conf->max_message) {
-        op_error(op, "too_long", "the message is longer than chat.max_message");
+    if (chars > (size_t)max_message)
+        return refuse(err, "too_long",
+                      "the message is longer than chat.max_message");
+    return true;
+}
+
+bool
+chat_ws_dm_check(const cJSON *req, int64_t max_message,
+                 struct chat_ws_error *err)
+{
+    const char *to = req_str(req, "to");
+
+    if (to == NULL || !chat_username_valid(to))
+        return refuse(err, "bad_request", "to must be a username");
+    return chat_ws_message_check(req, max_message, err);
+}
+
+/* Body and client_id of a message, checked; false: answered. */
+static bool
+message_fields(struct op *op)
+{
+    struct chat_ws_error err;
+
+    if (!chat_ws_message_check(op->req, op->s->chat->conf->max_message, &err)) {
+        op_error(op, err.code, err.message);
         return false;
     }
-    op->body = pm_xstrdup(body);
+    op->body = pm_xstrdup(req_str(op->req, "body"));
     return true;
 }
 
@@ -536,12 +600,13 @@ send_dm(struct op *op)
     const char *params[1] = {name};
     size_t i;
 
-    if (to == NULL || !chat_username_valid(to)) {
-        op_error(op, "bad_request", "to must be a username");
+    struct chat_ws_error err;
+
+    if (!chat_ws_dm_check(op->req, op->s->chat->conf->max_message, &err)) {
+        op_error(op, err.code, err.message);
         return;
     }
-    if (!message_fields(op))
-        return;
+    op->body = pm_xstrdup(req_str(op->req, "body"));
     for (i = 0; to[i] != '\0' && i < CHAT_NAME_MAX; i++)
         name[i] = (char)(to[i] >= 'A' && to[i] <= 'Z' ? to[i] + 32 : to[i]);
     name[i] = '\0';
@@ -606,10 +671,10 @@ mark_read(struct op *op, struct chat_room *room)
 {
     char rid[24], uid[24], mid[24];
     const char *params[3] = {rid, uid, mid};
+    struct chat_ws_error err;
 
-    op->n = req_int(op->req, "message_id");
-    if (op->n <= 0) {
-        op_error(op, "bad_request", "message_id must be a positive integer");
+    if (!chat_ws_read_check(op->req, &op->n, &err)) {
+        op_error(op, err.code, err.message);
         return;
     }
     chat_id_text(room->id, rid);
@@ -648,13 +713,11 @@ history_sent(void *arg, int status, cJSON *messages, bool more)
 static void
 history(struct op *op, struct chat_room *room)
 {
-    int64_t before = req_int(op->req, "before");
-    int64_t after = req_int(op->req, "after");
-    int64_t limit = req_int(op->req, "limit");
+    int64_t before, after, limit;
+    struct chat_ws_error err;
 
-    if (before < 0 || after < 0 || limit < 0) {
-        op_error(op, "bad_request",
-                 "before, after and limit must be non-negative integers");
+    if (!chat_ws_history_check(op->req, &before, &after, &limit, &err)) {
+        op_error(op, err.code, err.message);
         return;
     }
     chat_history(op->s->chat, room, before, after, limit, history_sent, op);
@@ -668,43 +731,88 @@ message_room(struct op *op, struct chat_room *room)
 
 /* ---- dispatch -------------------------------------------------------- */
 
+static const struct {
+    const char *name;
+    enum chat_ws_type type;
+} ws_types[] = {
+    {"message", CHAT_WS_MESSAGE}, {"join", CHAT_WS_JOIN},
+    {"leave", CHAT_WS_LEAVE},     {"dm", CHAT_WS_DM},
+    {"typing", CHAT_WS_TYPING},   {"read", CHAT_WS_READ},
+    {"history", CHAT_WS_HISTORY}, {"ping", CHAT_WS_PING},
+    {"auth", CHAT_WS_AUTH},
+};
+
+enum chat_ws_type
+chat_ws_type_of(const cJSON *msg)
+{
+    const char *type = req_str(msg, "type");
+    size_t i;
+
+    if (type == NULL)
+        return CHAT_WS_NO_TYPE;
+    for (i = 0; i < sizeof ws_types / sizeof ws_types[0]; i++)
+        if (strcmp(type, ws_types[i].name) == 0)
+            return ws_types[i].type;
+    return CHAT_WS_UNKNOWN;
+}
+
+cJSON *
+chat_ws_parse(const uint8_t *data, size_t len)
+{
+    cJSON *msg = cJSON_ParseWithLength((const char *)data, len);
+
+    if (!cJSON_IsObject(msg)) {
+        cJSON_Delete(msg);
+        return NULL;
+    }
+    return msg;
+}
+
+const char *
+chat_ws_auth_token(const cJSON *msg)
+{
+    if (chat_ws_type_of(msg) != CHAT_WS_AUTH)
+        return NULL;
+    return req_str(msg, "token");
+}
+
 static void
 handle(struct chat_session *s, cJSON *msg)
 {
-    const char *type = req_str(msg, "type");
+    enum chat_ws_type type = chat_ws_type_of(msg);
     struct op *op = op_new(s, msg);
     const char *room = req_str(msg, "room");
 
-    if (type == NULL) {
+    if (type == CHAT_WS_NO_TYPE) {
         op_error(op, "bad_request", "every message needs a string type");
-    } else if ((strcmp(type, "message") == 0 || strcmp(type, "dm") == 0) &&
+    } else if ((type == CHAT_WS_MESSAGE || type == CHAT_WS_DM) &&
                pm_db_pending(s->chat->db) >=
                    (size_t)s->chat->conf->max_backlog) {
         /* Backpressure: the writer is this far behind; nothing stored. */
         op_error(op, "overloaded", "the server is busy; send again later");
-    } else if (strcmp(type, "message") == 0) {
+    } else if (type == CHAT_WS_MESSAGE) {
         if (message_fields(op))
             with_room(op, room, true, message_room);
-    } else if (strcmp(type, "join") == 0) {
+    } else if (type == CHAT_WS_JOIN) {
         with_room(op, room, false, join_room);
-    } else if (strcmp(type, "leave") == 0) {
+    } else if (type == CHAT_WS_LEAVE) {
         with_room(op, room, true, leave_room);
-    } else if (strcmp(type, "dm") == 0) {
+    } else if (type == CHAT_WS_DM) {
         send_dm(op);
-    } else if (strcmp(type, "typing") == 0) {
+    } else if (type == CHAT_WS_TYPING) {
         with_room(op, room, true, typing);
-    } else if (strcmp(type, "read") == 0) {
+    } else if (type == CHAT_WS_READ) {
         with_room(op, room, true, mark_read);
-    } else if (strcmp(type, "history") == 0) {
+    } else if (type == CHAT_WS_HISTORY) {
         with_room(op, room, false, history);
-    } else if (strcmp(type, "ping") == 0) {
+    } else if (type == CHAT_WS_PING) {
         cJSON *o = cJSON_CreateObject();
 
         cJSON_AddStringToObject(o, "type", "pong");
         send_json(s, o);
         cJSON_Delete(o);
         op_free(op);
-    } else if (strcmp(type, "auth") == 0) {
+    } else if (type == CHAT_WS_AUTH) {
         op_error(op, "bad_request", "already authenticated");
     } else {
         op_error(op, "bad_request", "unknown message type");
@@ -995,17 +1103,15 @@ chat_ws_message(struct chat *chat, struct pm_conn *c, const uint8_t *data,
         queue_pending(s, data, len);
         return;
     }
-    msg = cJSON_ParseWithLength((const char *)data, len);
-    if (!cJSON_IsObject(msg)) {
-        cJSON_Delete(msg);
+    msg = chat_ws_parse(data, len);
+    if (msg == NULL) {
         send_error(s, "bad_request", "not a JSON object", NULL);
         return;
     }
     if (s->user == NULL) {
-        const char *type = req_str(msg, "type");
-        const char *tok = req_str(msg, "token");
+        const char *tok = chat_ws_auth_token(msg);
 
-        if (type == NULL || strcmp(type, "auth") != 0 || tok == NULL) {
+        if (tok == NULL) {
             pm_conn_ws_close(c, CLOSE_UNAUTHORIZED, "authenticate first");
         } else if (!authenticate(s, tok, strlen(tok))) {
             pm_conn_ws_close(c, CLOSE_UNAUTHORIZED, "invalid or expired token");
