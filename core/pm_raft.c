@@ -141,21 +141,46 @@ get_u32le(const unsigned char *p)
            (uint32_t)p[3] << 24;
 }
 
+size_t
+pm_raft_framed_len(size_t len)
+{
+    return FRAME_HDR + ((len + 7) & ~(size_t)7);
+}
+
+void
+pm_raft_frame_into(void *out, const void *data, size_t len)
+{
+    unsigned char *p = out;
+
+    put_u32le(p, (uint32_t)len);
+    put_u32le(p + 4, 0);
+    if (len > 0)
+        memcpy(p + FRAME_HDR, data, len);
+    memset(p + FRAME_HDR + len, 0, pm_raft_framed_len(len) - FRAME_HDR - len);
+}
+
+bool
+pm_raft_unframe(const void *buf, size_t buflen, const void **data, size_t *len)
+{
+    const unsigned char *p = buf;
+
+    if (buflen < FRAME_HDR || get_u32le(p + 4) != 0 ||
+        get_u32le(p) > buflen - FRAME_HDR)
+        return false;
+    *data = p + FRAME_HDR;
+    *len = get_u32le(p);
+    return true;
+}
+
 /* Frame data[0..len) into a raft_malloc'd buffer; len <= FRAME_MAX. */
 static struct raft_buffer
 frame(const void *data, size_t len)
 {
     struct raft_buffer buf;
-    unsigned char *p;
 
-    buf.len = FRAME_HDR + ((len + 7) & ~(size_t)7);
-    p = raft_xmalloc(buf.len);
-    put_u32le(p, (uint32_t)len);
-    put_u32le(p + 4, 0);
-    if (len > 0)
-        memcpy(p + FRAME_HDR, data, len);
-    memset(p + FRAME_HDR + len, 0, buf.len - FRAME_HDR - len);
-    buf.base = p;
+    buf.len = pm_raft_framed_len(len);
+    buf.base = raft_xmalloc(buf.len);
+    pm_raft_frame_into(buf.base, data, len);
     return buf;
 }
 
@@ -163,14 +188,7 @@ frame(const void *data, size_t len)
 static bool
 unframe(const struct raft_buffer *buf, const void **data, size_t *len)
 {
-    const unsigned char *p = buf->base;
-
-    if (buf->len < FRAME_HDR || get_u32le(p + 4) != 0 ||
-        get_u32le(p) > buf->len - FRAME_HDR)
-        return false;
-    *data = p + FRAME_HDR;
-    *len = get_u32le(p);
-    return true;
+    return pm_raft_unframe(buf->base, buf->len, data, len);
 }
 
 static enum pm_raft_state

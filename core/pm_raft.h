@@ -118,6 +118,25 @@ void pm_raft_remove(struct pm_raft *r, uint64_t id, pm_raft_done_fn done,
 void pm_raft_transfer(struct pm_raft *r, uint64_t id, pm_raft_done_fn done,
                       void *arg);
 
+/*
+ * The framing of every entry and snapshot in the raft log (the bytes
+ * raft_uv stores and sends to peers): a header of the payload length
+ * (u32 little endian) and a zero u32, then the payload, zero padded to a
+ * multiple of 8 bytes. Pure functions, any thread.
+ *
+ * pm_raft_framed_len: the framed size of a payload of len bytes
+ * (len <= UINT32_MAX). pm_raft_frame_into writes exactly that many bytes
+ * to out. pm_raft_unframe: true, with *data (pointing into buf, after the
+ * header) and *len, when buf[0..buflen) is a framed buffer: at least the
+ * header, the zero word zero, and the length within buflen - 8; padding
+ * and any bytes after it are not checked. false (nothing written) for
+ * anything else; the entry is then skipped, the snapshot refused.
+ */
+size_t pm_raft_framed_len(size_t len);
+void pm_raft_frame_into(void *out, const void *data, size_t len);
+bool pm_raft_unframe(const void *buf, size_t buflen, const void **data,
+                     size_t *len);
+
 enum pm_raft_state pm_raft_state(const struct pm_raft *r);
 const char *pm_raft_state_name(enum pm_raft_state s);
 /* The leader's id (0 when unknown) and, if addr is not NULL, its address

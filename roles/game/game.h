@@ -250,6 +250,67 @@ int game_auth_check(struct game_node *gn, const char *token, char *user,
 bool game_nickname_valid(const char *s);
 
 /* game_session.c */
+/* The size of an Error or AccessDenied reason (longer ones are cut). */
+#define GAME_REASON_MAX 256
+
+/* The client messages of docs/game.md. */
+enum game_msg_kind {
+    GAME_MSG_MALFORMED = 0, /* not JSON, or not a string/one-key object */
+    GAME_MSG_UNKNOWN,       /* a tag this server does not know */
+    GAME_MSG_AUTHENTICATE,
+    GAME_MSG_PING,
+    GAME_MSG_COMMAND,
+    GAME_MSG_QUEUE,
+    GAME_MSG_LEAVE_QUEUE,
+    GAME_MSG_CREATE_CUSTOM,
+    GAME_MSG_JOIN_CUSTOM,
+    GAME_MSG_START_CUSTOM,
+    GAME_MSG_JOIN_GAME,
+    GAME_MSG_SPECTATE_GAME,
+    GAME_MSG_LEAVE_GAME,
+    GAME_MSG_RESYNC
+};
+
+/*
+ * One client message, parsed and checked as far as that needs no session
+ * or cluster state. error is "" when the message is well formed, else
+ * the reason the server replies with: an AccessDenied reason for
+ * Authenticate, an Error reason for every other kind (sent only once the
+ * session is authenticated; MALFORMED's at once). The fields of the kind
+ * are set when error is "":
+ *   AUTHENTICATE  token (protocol_version was GAME_PROTOCOL_VERSION)
+ *   PING          client_time: the number to echo, or NULL
+ *   COMMAND       game_id > 0, seq >= 0, dir
+ *   QUEUE         mode: solo, duel or ffa
+ *   CREATE_CUSTOM settings: the defaults given, overridden by the body's,
+ *                 and passing game_settings_check
+ *   JOIN_CUSTOM   code (any string; looking it up is the caller's)
+ *   JOIN_GAME, SPECTATE_GAME, RESYNC  game_id, -1 when missing or not an
+ *                 integer (any value; the caller checks it)
+ * token, code and client_time point into root (owned, freed by
+ * game_msg_free).
+ */
+struct game_msg {
+    enum game_msg_kind kind;
+    char error[GAME_REASON_MAX];
+    struct cJSON *root;
+    const char *token;
+    const char *code;
+    const struct cJSON *client_time;
+    enum game_mode mode;
+    struct game_settings settings;
+    int64_t game_id, seq;
+    enum game_dir dir;
+};
+
+/*
+ * Parse one WebSocket text message (len bytes, no NUL needed) into *m,
+ * with custom the settings a CreateCustomGame starts from. PM_OK, or
+ * PM_EINVAL with m->error set. Call game_msg_free(m) either way.
+ */
+int game_msg_parse(const uint8_t *data, size_t len,
+                   const struct game_settings *custom, struct game_msg *m);
+void game_msg_free(struct game_msg *m);
 void game_session_open(struct game_node *gn, struct pm_conn *c);
 void game_session_message(struct game_node *gn, struct pm_conn *c,
                           const uint8_t *data, size_t len);

@@ -68,7 +68,7 @@ send_reason(struct game_session *s, const char *tag, const char *reason)
 void
 game_session_error(struct game_session *s, const char *fmt, ...)
 {
-    char reason[256];
+    char reason[GAME_REASON_MAX];
     va_list ap;
 
     va_start(ap, fmt);
@@ -180,7 +180,7 @@ game_sessions_shutdown(struct game_node *gn, unsigned grace_s)
     cJSON_Delete(m);
 }
 
-/* ---- messages ------------------------------------------------------------ */
+/* ---- parsing (no session, no cluster state) ------------------------------ */
 
 static int64_t
 int_of(const cJSON *v, int64_t dflt)
@@ -191,11 +191,154 @@ int_of(const cJSON *v, int64_t dflt)
     return (int64_t)v->valuedouble;
 }
 
+static const struct {
+    const char *tag;
+    enum game_msg_kind kind;
+} msg_tags[] = {
+    {"Authenticate", GAME_MSG_AUTHENTICATE},
+    {"Ping", GAME_MSG_PING},
+    {"GameCommand", GAME_MSG_COMMAND},
+    {"QueueForMatch", GAME_MSG_QUEUE},
+    {"LeaveQueue", GAME_MSG_LEAVE_QUEUE},
+    {"CreateCustomGame", GAME_MSG_CREATE_CUSTOM},
+    {"JoinCustomGame", GAME_MSG_JOIN_CUSTOM},
+    {"StartCustomGame", GAME_MSG_START_CUSTOM},
+    {"JoinGame", GAME_MSG_JOIN_GAME},
+    {"SpectateGame", GAME_MSG_SPECTATE_GAME},
+    {"LeaveGame", GAME_MSG_LEAVE_GAME},
+    {"RequestResync", GAME_MSG_RESYNC},
+};
+
 static void
-on_authenticate(struct game_node *gn, struct game_session *s, const cJSON *b)
+parse_body(struct game_msg *m, const char *tag, const cJSON *b)
 {
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(b, "token");
-    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(b, "protocol_version");
+    const cJSON *v, *cid, *cmd, *dir;
+    char err[PM_ERRMSG_SIZE];
+
+    switch (m->kind) {
+    case GAME_MSG_AUTHENTICATE:
+        v = cJSON_GetObjectItemCaseSensitive(b, "token");
+        if (int_of(cJSON_GetObjectItemCaseSensitive(b, "protocol_version"),
+                   -1) != GAME_PROTOCOL_VERSION)
+            pm_strlcpy(m->error, "protocol_version 1 is required",
+                       sizeof m->error);
+        else if (!cJSON_IsString(v))
+            pm_strlcpy(m->error, "token is missing", sizeof m->error);
+        else
+            m->token = v->valuestring;
+        break;
+    case GAME_MSG_PING:
+        v = cJSON_GetObjectItemCaseSensitive(b, "client_time");
+        m->client_time = cJSON_IsNumber(v) ? v : NULL;
+        break;
+    case GAME_MSG_COMMAND:
+        cid = cJSON_GetObjectItemCaseSensitive(b, "command_id");
+        cmd = cJSON_GetObjectItemCaseSensitive(b, "command");
+        dir = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cmd, "Turn"), "direction");
+        m->game_id =
+            int_of(cJSON_GetObjectItemCaseSensitive(cid, "game_id"), -1);
+        m->seq = int_of(cJSON_GetObjectItemCaseSensitive(cid, "seq"), -1);
+        if (m->game_id <= 0 || m->seq < 0 || !cJSON_IsString(dir) ||
+            game_dir_parse(dir->valuestring, &m->dir) != PM_OK)
+            pm_strlcpy(m->error,
+                       "GameCommand needs command_id {game_id, seq} and "
+                       "command {Turn: {direction: Up|Down|Left|Right}}",
+                       sizeof m->error);
+        break;
+    case GAME_MSG_QUEUE:
+        v = cJSON_GetObjectItemCaseSensitive(b, "mode");
+        if (!cJSON_IsString(v) ||
+            game_mode_parse(v->valuestring, &m->mode) != PM_OK ||
+            m->mode == GAME_MODE_CUSTOM)
+            pm_strlcpy(m->error, "mode must be \"solo\", \"duel\" or \"ffa\"",
+                       sizeof m->error);
+        break;
+    case GAME_MSG_CREATE_CUSTOM:
+        if (b != NULL && !cJSON_IsObject(b) && !cJSON_IsNull(b))
+            pm_strlcpy(m->error, "CreateCustomGame takes an object of settings",
+                       sizeof m->error);
+        else if (cJSON_IsObject(b) &&
+                 game_settings_parse(b, &m->settings, err, sizeof err) != PM_OK)
+            pm_strlcpy(m->error, err, sizeof m->error);
+        break;
+    case GAME_MSG_JOIN_CUSTOM:
+        v = cJSON_GetObjectItemCaseSensitive(b, "code");
+        if (!cJSON_IsString(v))
+            pm_strlcpy(m->error, "JoinCustomGame needs {\"code\": string}",
+                       sizeof m->error);
+        else
+            m->code = v->valuestring;
+        break;
+    case GAME_MSG_JOIN_GAME:
+    case GAME_MSG_SPECTATE_GAME:
+        m->game_id = int_of(b, -1);
+        if (m->game_id <= 0 && cJSON_IsObject(b))
+            m->game_id =
+                int_of(cJSON_GetObjectItemCaseSensitive(b, "game_id"), -1);
+        break;
+    case GAME_MSG_RESYNC:
+        m->game_id = int_of(cJSON_GetObjectItemCaseSensitive(b, "game_id"), -1);
+        break;
+    case GAME_MSG_UNKNOWN:
+        snprintf(m->error, sizeof m->error, "unknown message \"%.40s\"", tag);
+        break;
+    default: /* no body */
+        break;
+    }
+}
+
+int
+game_msg_parse(const uint8_t *data, size_t len,
+               const struct game_settings *custom, struct game_msg *m)
+{
+    const char *tag;
+    const cJSON *body;
+    size_t i;
+
+    memset(m, 0, sizeof *m);
+    m->kind = GAME_MSG_MALFORMED;
+    m->game_id = -1;
+    m->seq = -1;
+    m->settings = *custom;
+    m->root = cJSON_ParseWithLength((const char *)data, len);
+    if (cJSON_IsString(m->root)) {
+        tag = m->root->valuestring;
+        body = NULL;
+    } else if (cJSON_IsObject(m->root) && m->root->child != NULL &&
+               m->root->child->next == NULL) {
+        tag = m->root->child->string;
+        body = m->root->child;
+    } else {
+        pm_strlcpy(m->error,
+                   "a message is a string or an object with one key "
+                   "(docs/game.md)",
+                   sizeof m->error);
+        return PM_EINVAL;
+    }
+    m->kind = GAME_MSG_UNKNOWN;
+    for (i = 0; i < sizeof msg_tags / sizeof msg_tags[0]; i++)
+        if (strcmp(tag, msg_tags[i].tag) == 0) {
+            m->kind = msg_tags[i].kind;
+            break;
+        }
+    parse_body(m, tag, body);
+    return m->error[0] == '\0' ? PM_OK : PM_EINVAL;
+}
+
+void
+game_msg_free(struct game_msg *m)
+{
+    cJSON_Delete(m->root);
+    m->root = NULL;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+static void
+on_authenticate(struct game_node *gn, struct game_session *s,
+                const struct game_msg *msg)
+{
     struct game_user_sessions *us;
     char err[PM_ERRMSG_SIZE];
     cJSON *m, *a;
@@ -205,14 +348,13 @@ on_authenticate(struct game_node *gn, struct game_session *s, const cJSON *b)
         game_session_error(s, "already authenticated");
         return;
     }
-    if (int_of(ver, -1) != GAME_PROTOCOL_VERSION) {
-        deny(s, "protocol_version 1 is required");
+    if (msg->error[0] != '\0') {
+        deny(s, msg->error);
         return;
     }
-    if (!cJSON_IsString(tok) ||
-        game_auth_check(gn, tok->valuestring, s->user, sizeof s->user, s->name,
+    if (game_auth_check(gn, msg->token, s->user, sizeof s->user, s->name,
                         sizeof s->name, err, sizeof err) != PM_OK) {
-        deny(s, cJSON_IsString(tok) ? err : "token is missing");
+        deny(s, err);
         return;
     }
     s->authed = true;
@@ -275,23 +417,16 @@ accepting(struct game_node *gn, struct game_session *s)
 }
 
 static void
-on_queue(struct game_node *gn, struct game_session *s, const cJSON *b)
+on_queue(struct game_node *gn, struct game_session *s,
+         const struct game_msg *msg)
 {
-    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(b, "mode");
-    enum game_mode m;
     char num[24];
     cJSON *e;
 
-    if (!cJSON_IsString(mode) ||
-        game_mode_parse(mode->valuestring, &m) != PM_OK ||
-        m == GAME_MODE_CUSTOM) {
-        game_session_error(s, "mode must be \"solo\", \"duel\" or \"ffa\"");
-        return;
-    }
     if (!accepting(gn, s))
         return;
     e = user_entry(s, "queue");
-    cJSON_AddStringToObject(e, "mode", mode->valuestring);
+    cJSON_AddStringToObject(e, "mode", game_mode_name(msg->mode));
     snprintf(num, sizeof num, "%" PRIu64, gn->node_id);
     cJSON_AddStringToObject(e, "node", num);
     snprintf(num, sizeof num, "%" PRIu64, pm_wall_ms());
@@ -300,25 +435,16 @@ on_queue(struct game_node *gn, struct game_session *s, const cJSON *b)
 }
 
 static void
-on_create_custom(struct game_node *gn, struct game_session *s, const cJSON *b)
+on_create_custom(struct game_node *gn, struct game_session *s,
+                 const struct game_msg *msg)
 {
-    struct game_settings set = game_default_settings(gn, GAME_MODE_CUSTOM, 1);
     static const char alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     uint8_t rnd[GAME_CODE_LEN + 8];
-    char err[PM_ERRMSG_SIZE], code[GAME_CODE_LEN + 1], num[24];
+    char code[GAME_CODE_LEN + 1], num[24];
     uint64_t seed;
     cJSON *e;
     int i;
 
-    if (b != NULL && !cJSON_IsObject(b) && !cJSON_IsNull(b)) {
-        game_session_error(s, "CreateCustomGame takes an object of settings");
-        return;
-    }
-    if (cJSON_IsObject(b) &&
-        game_settings_parse(b, &set, err, sizeof err) != PM_OK) {
-        game_session_error(s, "%s", err);
-        return;
-    }
     if (!accepting(gn, s))
         return;
     pm_random_bytes(rnd, sizeof rnd);
@@ -329,7 +455,7 @@ on_create_custom(struct game_node *gn, struct game_session *s, const cJSON *b)
     e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "t", "create");
     cJSON_AddStringToObject(e, "mode", "custom");
-    cJSON_AddItemToObject(e, "settings", game_settings_json(&set));
+    cJSON_AddItemToObject(e, "settings", game_settings_json(&msg->settings));
     snprintf(num, sizeof num, "%" PRIu64, seed);
     cJSON_AddStringToObject(e, "seed", num);
     cJSON_AddStringToObject(e, "code", code);
@@ -341,21 +467,16 @@ on_create_custom(struct game_node *gn, struct game_session *s, const cJSON *b)
 }
 
 static void
-on_join_custom(struct game_node *gn, struct game_session *s, const cJSON *b)
+on_join_custom(struct game_node *gn, struct game_session *s,
+               const struct game_msg *msg)
 {
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(b, "code");
     struct fsm_game *fg;
     char num[24];
     cJSON *e;
 
-    if (!cJSON_IsString(code)) {
-        game_session_error(s, "JoinCustomGame needs {\"code\": string}");
-        return;
-    }
-    fg = game_fsm_game_by_code(gn, code->valuestring);
+    fg = game_fsm_game_by_code(gn, msg->code);
     if (fg == NULL) {
-        game_session_error(s, "no custom game has code %.16s",
-                           code->valuestring);
+        game_session_error(s, "no custom game has code %.16s", msg->code);
         return;
     }
     e = user_entry(s, "join");
@@ -394,14 +515,12 @@ plays_in(const struct fsm_game *fg, const char *user)
 }
 
 static void
-on_join_game(struct game_node *gn, struct game_session *s, const cJSON *b,
-             bool spectate)
+on_join_game(struct game_node *gn, struct game_session *s,
+             const struct game_msg *msg, bool spectate)
 {
-    int64_t id = int_of(b, -1);
+    int64_t id = msg->game_id;
     struct fsm_game *fg;
 
-    if (id <= 0 && cJSON_IsObject(b))
-        id = int_of(cJSON_GetObjectItemCaseSensitive(b, "game_id"), -1);
     fg = id > 0 ? game_fsm_game(gn, (uint64_t)id) : NULL;
     if (fg == NULL) {
         game_session_error(s, "game %lld does not exist or is over",
@@ -417,25 +536,14 @@ on_join_game(struct game_node *gn, struct game_session *s, const cJSON *b,
 }
 
 static void
-on_command(struct game_node *gn, struct game_session *s, const cJSON *b)
+on_command(struct game_node *gn, struct game_session *s,
+           const struct game_msg *msg)
 {
-    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(b, "command_id");
-    const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(b, "command");
-    const cJSON *turn = cJSON_GetObjectItemCaseSensitive(cmd, "Turn");
-    const cJSON *dir = cJSON_GetObjectItemCaseSensitive(turn, "direction");
-    int64_t gid = int_of(cJSON_GetObjectItemCaseSensitive(cid, "game_id"), -1);
-    int64_t seq = int_of(cJSON_GetObjectItemCaseSensitive(cid, "seq"), -1);
+    int64_t gid = msg->game_id, seq = msg->seq;
+    enum game_dir d = msg->dir;
     struct fsm_game *fg;
     struct game_room *r;
-    enum game_dir d;
 
-    if (gid <= 0 || seq < 0 || !cJSON_IsString(dir) ||
-        game_dir_parse(dir->valuestring, &d) != PM_OK) {
-        game_session_error(s, "GameCommand needs command_id {game_id, seq} "
-                              "and command {Turn: {direction: "
-                              "Up|Down|Left|Right}}");
-        return;
-    }
     fg = game_fsm_game(gn, (uint64_t)gid);
     if (fg == NULL || !plays_in(fg, s->user))
         return; /* over, or not yours: nothing to do */
@@ -449,9 +557,9 @@ on_command(struct game_node *gn, struct game_session *s, const cJSON *b)
 }
 
 static void
-on_ping(struct game_session *s, const cJSON *b)
+on_ping(struct game_session *s, const struct game_msg *msg)
 {
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(b, "client_time");
+    const cJSON *ct = msg->client_time;
     cJSON *m = cJSON_CreateObject(), *p;
 
     p = cJSON_AddObjectToObject(m, "Pong");
@@ -464,9 +572,10 @@ on_ping(struct game_session *s, const cJSON *b)
 }
 
 static void
-on_resync(struct game_node *gn, struct game_session *s, const cJSON *b)
+on_resync(struct game_node *gn, struct game_session *s,
+          const struct game_msg *msg)
 {
-    int64_t gid = int_of(cJSON_GetObjectItemCaseSensitive(b, "game_id"), -1);
+    int64_t gid = msg->game_id;
 
     gn->resyncs++;
     if (gid <= 0 || (uint64_t)gid != s->watching) {
@@ -477,41 +586,61 @@ on_resync(struct game_node *gn, struct game_session *s, const cJSON *b)
 }
 
 static void
-dispatch(struct game_node *gn, struct game_session *s, const char *tag,
-         const cJSON *body)
+dispatch(struct game_node *gn, struct game_session *s, const struct game_msg *m)
 {
-    if (strcmp(tag, "Authenticate") == 0) {
-        on_authenticate(gn, s, body);
+    if (m->kind == GAME_MSG_MALFORMED) {
+        game_session_error(s, "%s", m->error);
+        return;
+    }
+    if (m->kind == GAME_MSG_AUTHENTICATE) {
+        on_authenticate(gn, s, m);
         return;
     }
     if (!s->authed) {
         deny(s, "Authenticate first");
         return;
     }
-    if (strcmp(tag, "Ping") == 0)
-        on_ping(s, body);
-    else if (strcmp(tag, "GameCommand") == 0)
-        on_command(gn, s, body);
-    else if (strcmp(tag, "QueueForMatch") == 0)
-        on_queue(gn, s, body);
-    else if (strcmp(tag, "LeaveQueue") == 0)
+    if (m->error[0] != '\0') {
+        game_session_error(s, "%s", m->error);
+        return;
+    }
+    switch (m->kind) {
+    case GAME_MSG_PING:
+        on_ping(s, m);
+        break;
+    case GAME_MSG_COMMAND:
+        on_command(gn, s, m);
+        break;
+    case GAME_MSG_QUEUE:
+        on_queue(gn, s, m);
+        break;
+    case GAME_MSG_LEAVE_QUEUE:
         propose(gn, s, user_entry(s, "unqueue"));
-    else if (strcmp(tag, "CreateCustomGame") == 0)
-        on_create_custom(gn, s, body);
-    else if (strcmp(tag, "JoinCustomGame") == 0)
-        on_join_custom(gn, s, body);
-    else if (strcmp(tag, "StartCustomGame") == 0)
+        break;
+    case GAME_MSG_CREATE_CUSTOM:
+        on_create_custom(gn, s, m);
+        break;
+    case GAME_MSG_JOIN_CUSTOM:
+        on_join_custom(gn, s, m);
+        break;
+    case GAME_MSG_START_CUSTOM:
         on_start_custom(gn, s);
-    else if (strcmp(tag, "JoinGame") == 0)
-        on_join_game(gn, s, body, false);
-    else if (strcmp(tag, "SpectateGame") == 0)
-        on_join_game(gn, s, body, true);
-    else if (strcmp(tag, "LeaveGame") == 0)
+        break;
+    case GAME_MSG_JOIN_GAME:
+        on_join_game(gn, s, m, false);
+        break;
+    case GAME_MSG_SPECTATE_GAME:
+        on_join_game(gn, s, m, true);
+        break;
+    case GAME_MSG_LEAVE_GAME:
         game_watch_remove(s);
-    else if (strcmp(tag, "RequestResync") == 0)
-        on_resync(gn, s, body);
-    else
-        game_session_error(s, "unknown message \"%.40s\"", tag);
+        break;
+    case GAME_MSG_RESYNC:
+        on_resync(gn, s, m);
+        break;
+    default: /* MALFORMED, AUTHENTICATE above; UNKNOWN has an error */
+        break;
+    }
 }
 
 void
@@ -519,19 +648,13 @@ game_session_message(struct game_node *gn, struct pm_conn *c,
                      const uint8_t *data, size_t len)
 {
     struct game_session *s = pm_conn_data(c);
-    cJSON *m;
+    struct game_settings custom;
+    struct game_msg m;
 
     if (s == NULL)
         return;
-    m = cJSON_ParseWithLength((const char *)data, len);
-    if (cJSON_IsString(m)) {
-        dispatch(gn, s, m->valuestring, NULL);
-    } else if (cJSON_IsObject(m) && m->child != NULL &&
-               m->child->next == NULL) {
-        dispatch(gn, s, m->child->string, m->child);
-    } else {
-        game_session_error(s, "a message is a string or an object with one "
-                              "key (docs/game.md)");
-    }
-    cJSON_Delete(m);
+    custom = game_default_settings(gn, GAME_MODE_CUSTOM, 1);
+    game_msg_parse(data, len, &custom, &m);
+    dispatch(gn, s, &m);
+    game_msg_free(&m);
 }

@@ -421,4 +421,43 @@ int sig_cluster_relay(struct sig *s, struct sig_client *target,
 /* Unregister and free a remote entry (a local join displaced it). */
 void sig_cluster_forget(struct sig *s, struct sig_client *remote);
 
+/*
+ * One message of the cluster's events or instance channel as another
+ * instance wrote it: a type letter, then fields of "<decimal length>:"
+ * and that many bytes. Every message starts with the sender's instance
+ * id; then
+ *   H  (heartbeat), S  (asks for our snapshot): nothing more
+ *   J  kind, realm, id, token      a peer joined there
+ *   L  kind, realm, id             a peer left
+ *   R  kind, realm, to (in id), from, type, hop, sent (µs), payload
+ *   Y  mark ("first" or "more"), then entries of kind, realm, id,
+ *      token, ended by the field "end": a snapshot chunk
+ * sig_cluster_decode: false when len is 0 or the instance id is not a
+ * string of at most SIG_INST_LEN bytes (the message is then ignored);
+ * else true with type and inst, and ok when the fields of J, L or R all
+ * fit (each a string without NUL that fits its buffer; R: kind m or p;
+ * the R payload may hold any byte and points into msg), or the Y mark
+ * was read (first: it was "first"; the entries are left for
+ * sig_cluster_snapshot_next). kind is '\0' for an empty kind field.
+ * sig_cluster_snapshot_next reads the next Y entry into kind, realm, id
+ * and token: 1, or 0 at "end", or -1 when the rest is malformed (what
+ * was read until then stands, but the chunk is not complete).
+ */
+#define SIG_INST_LEN 16
+struct sig_cluster_msg {
+    char type;
+    char inst[SIG_INST_LEN + 1];
+    bool ok;
+    char kind;
+    char realm[SIG_MAX_REALM + 1], id[SIG_MAX_ID + 1], token[256];
+    char from[SIG_MAX_ID + 1], rtype[64], hop[4], sent[24];
+    const char *payload;
+    size_t len;
+    bool first;
+    const char *rest; /* Y: the entries not read yet */
+    size_t nrest;
+};
+bool sig_cluster_decode(const char *msg, size_t len, struct sig_cluster_msg *m);
+int sig_cluster_snapshot_next(struct sig_cluster_msg *m);
+
 #endif

@@ -41,7 +41,7 @@
 #define HEARTBEAT_MS 1000
 #define INSTANCE_TIMEOUT_MS 5000
 #define SNAPSHOT_CHUNK 65536
-#define INST_LEN 16
+#define INST_LEN SIG_INST_LEN
 
 struct sig_inst {
     char id[INST_LEN + 1];
@@ -145,6 +145,89 @@ rb_str(struct rbuf *b, char *out, size_t outlen)
     memcpy(out, d, n);
     out[n] = '\0';
     return true;
+}
+
+/* A kind field: one letter, or none ('\0'). */
+static bool
+rb_kind(struct rbuf *b, char *kind)
+{
+    char k[2];
+
+    if (!rb_str(b, k, sizeof k))
+        return false;
+    *kind = k[0];
+    return true;
+}
+
+bool
+sig_cluster_decode(const char *msg, size_t len, struct sig_cluster_msg *m)
+{
+    struct rbuf rb = {msg + 1, len ? len - 1 : 0};
+    char mark[8];
+
+    memset(m, 0, sizeof *m);
+    if (len == 0)
+        return false;
+    m->type = msg[0];
+    if (!rb_str(&rb, m->inst, sizeof m->inst))
+        return false;
+    switch (m->type) {
+    case 'J':
+        m->ok = rb_kind(&rb, &m->kind) &&
+                rb_str(&rb, m->realm, sizeof m->realm) &&
+                rb_str(&rb, m->id, sizeof m->id) &&
+                rb_str(&rb, m->token, sizeof m->token);
+        break;
+    case 'L':
+        m->ok = rb_kind(&rb, &m->kind) &&
+                rb_str(&rb, m->realm, sizeof m->realm) &&
+                rb_str(&rb, m->id, sizeof m->id);
+        break;
+    case 'R':
+        m->ok = rb_kind(&rb, &m->kind) &&
+                rb_str(&rb, m->realm, sizeof m->realm) &&
+                rb_str(&rb, m->id, sizeof m->id) &&
+                rb_str(&rb, m->from, sizeof m->from) &&
+                rb_str(&rb, m->rtype, sizeof m->rtype) &&
+                rb_str(&rb, m->hop, sizeof m->hop) &&
+                rb_str(&rb, m->sent, sizeof m->sent) &&
+                rb_field(&rb, &m->payload, &m->len) &&
+                (m->kind == SIG_REALM_MESH || m->kind == SIG_REALM_PEERJS);
+        break;
+    case 'Y':
+        if (rb_str(&rb, mark, sizeof mark)) {
+            m->ok = true;
+            m->first = strcmp(mark, "first") == 0;
+            m->rest = rb.p;
+            m->nrest = rb.n;
+        }
+        break;
+    default:
+        break;
+    }
+    return true;
+}
+
+int
+sig_cluster_snapshot_next(struct sig_cluster_msg *m)
+{
+    struct rbuf rb = {m->rest, m->nrest};
+    char kind[8];
+    int rc = -1;
+
+    if (m->rest == NULL || !rb_str(&rb, kind, sizeof kind))
+        return -1;
+    if (strcmp(kind, "end") == 0)
+        rc = 0;
+    else if (strlen(kind) <= 1 && rb_str(&rb, m->realm, sizeof m->realm) &&
+             rb_str(&rb, m->id, sizeof m->id) &&
+             rb_str(&rb, m->token, sizeof m->token)) {
+        m->kind = kind[0];
+        rc = 1;
+    }
+    m->rest = rc < 0 ? NULL : rb.p;
+    m->nrest = rc < 0 ? 0 : rb.n;
+    return rc;
 }
 
 bool
@@ -422,26 +505,19 @@ send_snapshot(struct sig_cluster *cl, const char *channel)
 
 /* A snapshot chunk of instance in: entries, then "end" on the last. */
 static void
-recv_snapshot(struct sig *s, struct sig_inst *in, struct rbuf *rb)
+recv_snapshot(struct sig *s, struct sig_inst *in, struct sig_cluster_msg *m)
 {
-    char mark[8], kind[8], realm[SIG_MAX_REALM + 1], id[SIG_MAX_ID + 1];
-    char token[256];
     struct sig_client *c, *next;
+    int rc;
 
-    if (!rb_str(rb, mark, sizeof mark))
+    if (!m->ok)
         return;
-    if (strcmp(mark, "first") == 0)
+    if (m->first)
         in->gen++;
-    for (;;) {
-        if (!rb_str(rb, kind, sizeof kind))
-            return;
-        if (strcmp(kind, "end") == 0)
-            break;
-        if (kind[1] != '\0' || !rb_str(rb, realm, sizeof realm) ||
-            !rb_str(rb, id, sizeof id) || !rb_str(rb, token, sizeof token))
-            return;
-        remote_join(s, in, kind[0], realm, id, token);
-    }
+    while ((rc = sig_cluster_snapshot_next(m)) > 0)
+        remote_join(s, in, m->kind, m->realm, m->id, m->token);
+    if (rc < 0)
+        return;
     /* The snapshot is complete: whatever it did not name has left. */
     for (c = TAILQ_FIRST(&in->peers); c != NULL; c = next) {
         next = TAILQ_NEXT(c, by_inst);
@@ -562,26 +638,21 @@ sig_cluster_relay(struct sig *s, struct sig_client *target, const char *from,
 
 /* A relay from another instance for a peer we (should) hold. */
 static void
-recv_relay(struct sig *s, struct rbuf *rb)
+recv_relay(struct sig *s, const struct sig_cluster_msg *m)
 {
     struct sig_cluster *cl = s->cluster;
-    char kind[2], realm[SIG_MAX_REALM + 1], to[SIG_MAX_ID + 1];
-    char from[SIG_MAX_ID + 1], type[64], hop[4], sent[24];
-    const char *payload;
+    const char *to = m->id, *from = m->from, *type = m->rtype;
+    const char *hop = m->hop, *sent = m->sent, *payload = m->payload;
+    size_t len = m->len;
     struct sig_realm *r;
     struct sig_client *target;
     struct iovec iov;
-    size_t len;
 
-    if (!rb_str(rb, kind, sizeof kind) || !rb_str(rb, realm, sizeof realm) ||
-        !rb_str(rb, to, sizeof to) || !rb_str(rb, from, sizeof from) ||
-        !rb_str(rb, type, sizeof type) || !rb_str(rb, hop, sizeof hop) ||
-        !rb_str(rb, sent, sizeof sent) || !rb_field(rb, &payload, &len) ||
-        (kind[0] != SIG_REALM_MESH && kind[0] != SIG_REALM_PEERJS))
+    if (!m->ok)
         return;
     iov.iov_base = (void *)payload;
     iov.iov_len = len;
-    r = sig_realm_get(s, (enum sig_realm_kind)kind[0], realm);
+    r = sig_realm_get(s, (enum sig_realm_kind)m->kind, m->realm);
     r->nclients++;
     target = sig_realm_find(r, to);
     if (target != NULL && target->conn != NULL) {
@@ -608,39 +679,37 @@ recv_relay(struct sig *s, struct rbuf *rb)
 }
 
 static void
-on_events(struct sig_cluster *cl, struct rbuf *rb, char type)
+on_events(struct sig_cluster *cl, const char *msg, size_t len)
 {
     struct sig *s = cl->s;
-    char inst[INST_LEN + 1], kind[2], realm[SIG_MAX_REALM + 1];
-    char id[SIG_MAX_ID + 1], token[256], *ch;
+    struct sig_cluster_msg m;
     struct sig_inst *in;
+    char *ch;
 
-    if (!rb_str(rb, inst, sizeof inst) || strcmp(inst, cl->inst) == 0)
+    if (!sig_cluster_decode(msg, len, &m) || strcmp(m.inst, cl->inst) == 0)
         return;
-    in = inst_get(cl, inst);
-    switch (type) {
+    in = inst_get(cl, m.inst);
+    switch (m.type) {
     case 'H':
         break;
     case 'J':
-        if (rb_str(rb, kind, sizeof kind) && rb_str(rb, realm, sizeof realm) &&
-            rb_str(rb, id, sizeof id) && rb_str(rb, token, sizeof token))
-            remote_join(s, in, kind[0], realm, id, token);
+        if (m.ok)
+            remote_join(s, in, m.kind, m.realm, m.id, m.token);
         break;
     case 'L':
-        if (rb_str(rb, kind, sizeof kind) && rb_str(rb, realm, sizeof realm) &&
-            rb_str(rb, id, sizeof id))
-            remote_leave(s, in, kind[0], realm, id);
+        if (m.ok)
+            remote_leave(s, in, m.kind, m.realm, m.id);
         break;
     case 'S':
-        ch = pm_xasprintf("%s:inst:%s", cl->prefix, inst);
+        ch = pm_xasprintf("%s:inst:%s", cl->prefix, m.inst);
         send_snapshot(cl, ch);
         free(ch);
         break;
     case 'Y':
-        recv_snapshot(s, in, rb);
+        recv_snapshot(s, in, &m);
         break;
     case 'R':
-        recv_relay(s, rb);
+        recv_relay(s, &m);
         break;
     default:
         break;
@@ -664,7 +733,7 @@ on_message(const char *channel, size_t chlen, const char *msg, size_t len,
          memcmp(channel, cl->ch_events, chlen) == 0) ||
         (chlen == strlen(cl->ch_inst) &&
          memcmp(channel, cl->ch_inst, chlen) == 0)) {
-        on_events(cl, &rb, msg[0]);
+        on_events(cl, msg, len);
         return;
     }
     HASH_FIND(hh, cl->watches, channel, chlen, w);

@@ -7,7 +7,8 @@
 # Only make fuzz needs clang (FUZZ_CC). The replay programs of make check
 # are declared in Makefile.am. See tests/fuzz/README.md.
 
-FUZZ_NAMES = http ws jwt config redis raft signaling game chat
+FUZZ_NAMES = http ws jwt config redis raft signaling game chat game_msg \
+	raft_frame sig_cluster
 FUZZ_CC = clang
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer

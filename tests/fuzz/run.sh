@@ -16,7 +16,7 @@ builddir=${BUILDDIR:-$(pwd)}
 if [ ! -f "$builddir/Makefile" ]; then
     builddir=$srcdir
 fi
-targets=${FUZZ_TARGETS:-"http ws jwt config redis raft signaling game chat"}
+targets=${FUZZ_TARGETS:-"http ws jwt config redis raft signaling game chat game_msg raft_frame sig_cluster"}
 
 max_len_of() {
     case $1 in
