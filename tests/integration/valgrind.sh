@@ -37,7 +37,8 @@ export PM_VALGRIND PM_REQUIRE_BIN PM_BIN
     "test_mailbox.py::test_pairing_flow" \
     "test_cluster.py::test_peers_on_two_instances_find_and_reach_each_other" \
     "test_auth.py::test_query_token_joins_as_its_sub" \
-    "test_websocket.py::test_invalid_utf8_across_fragments_1007" \
+    "test_ws_conformance.py::test_5_19_pings_between_each_of_five_fragments" \
+    "test_ws_conformance.py::test_6_4_invalid_only_across_the_fragment_boundary" \
     "test_lifecycle.py::test_sigterm_closes_clients_1001_and_exits_0" \
     "test_chat_ws.py::test_room_chat_between_two_users" \
     "test_chat_ws.py::test_history_pagination_rest_and_ws" \

@@ -433,7 +433,7 @@ send_req(struct pm_httpc *h, const char *method, const char *url,
 static struct pm_httpc *
 client(unsigned per_origin, const char *ca)
 {
-    struct pm_httpc_opts o = {per_origin, ca, 0};
+    struct pm_httpc_opts o = {.max_per_origin = per_origin, .ca_file = ca};
     char err[PM_ERRMSG_SIZE];
     struct pm_httpc *h = pm_httpc_new(base, &o, err, sizeof err);
 
@@ -504,7 +504,7 @@ END_TEST
 
 START_TEST(bad_ca_file_fails_new)
 {
-    struct pm_httpc_opts o = {0, "/nonexistent/ca.pem", 0};
+    struct pm_httpc_opts o = {.ca_file = "/nonexistent/ca.pem"};
     char err[PM_ERRMSG_SIZE];
 
     ck_assert_ptr_null(pm_httpc_new(base, &o, err, sizeof err));
@@ -1109,7 +1109,7 @@ END_TEST
 START_TEST(connect_timeout_covers_the_handshake)
 {
     struct raw r; /* accepts, never speaks TLS */
-    struct pm_httpc_opts o = {0, NULL, 150};
+    struct pm_httpc_opts o = {.connect_timeout_ms = 150};
     char err[PM_ERRMSG_SIZE], want[96];
     struct pm_httpc *h = pm_httpc_new(base, &o, err, sizeof err);
     struct got g = {0};
