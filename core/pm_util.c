@@ -234,3 +234,28 @@ pm_list_has(const char *list, const char *item, size_t len)
     }
     return false;
 }
+
+bool
+pm_json_controls_ok(const char *s, size_t n)
+{
+    bool in_string = false;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (in_string) {
+            if (ch < 0x20)
+                return false;
+            if (ch == '\\')
+                i++; /* an escaped character never ends the string */
+            else if (ch == '"')
+                in_string = false;
+        } else if (ch == '"') {
+            in_string = true;
+        } else if (ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r') {
+            return false;
+        }
+    }
+    return true;
+}

@@ -78,5 +78,13 @@ int pm_percent_decode(const char *s, size_t n, bool plus_space, char *out,
 bool pm_list_has(const char *list, const char *item, size_t len);
 /* Case-insensitive compare of a counted string with a C string. */
 bool pm_strcaseeq(const char *s, size_t len, const char *lit);
+/*
+ * Whether s[0..n) keeps RFC 8259's rules on control characters, which
+ * cJSON's parser does not enforce: none (U+0000..U+001F) inside a
+ * string, and outside strings only the whitespace TAB, LF and CR. A text
+ * that passes and that cJSON parses can be relayed verbatim to strict
+ * peers (a browser's JSON.parse).
+ */
+bool pm_json_controls_ok(const char *s, size_t n);
 
 #endif

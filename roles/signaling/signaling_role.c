@@ -347,7 +347,10 @@ sig_client_message(struct sig *s, struct sig_client *c, const char *text,
     }
     if (c->dialect == SIG_MAILBOX)
         return; /* push-only: client frames are not read */
-    msg = cJSON_ParseWithLength(text, len);
+    /* Relays splice into the sender's text: it must be JSON that strict
+     * peers parse too, not only what cJSON accepts. */
+    msg = pm_json_controls_ok(text, len) ? cJSON_ParseWithLength(text, len)
+                                         : NULL;
     if (msg == NULL) {
         /* y-webrtc's reference server ignores what it cannot parse. */
         if (c->dialect != SIG_YWEBRTC)

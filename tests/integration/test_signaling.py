@@ -312,6 +312,30 @@ def test_relay_keeps_the_senders_bytes(server):
 
 
 @pytest.mark.parametrize("raw", [
+    '{"type":"signal","to":"bb","d":"a\x00b"}',      # NUL inside a string
+    '{"type":"signal","to":"bb","d":"tab\tin"}',     # a raw TAB inside a string
+    '{"type":"signal",\x01"to":"bb","d":1}',          # a control byte as "whitespace"
+], ids=["nul-in-string", "tab-in-string", "control-outside"])
+def test_relay_refuses_raw_control_characters(server, raw):
+    """cJSON accepts raw control characters that RFC 8259 forbids, but the
+    relay passes the sender's text on byte for byte, so a browser's
+    JSON.parse would choke on it: such a message is invalid JSON, answered
+    as such, and never relayed."""
+    async def go():
+        peers = await join_all(server.ws_url, ["aa", "bb"])
+        a, b = peers["aa"], peers["bb"]
+        try:
+            await a.send(raw)
+            assert await recv_json(a) == err("Invalid JSON message format.")
+            await a.send('{"type":"signal","to":"bb","d":"a\\u0000b\\tc"}')  # escaped: fine
+            assert json.loads(await asyncio.wait_for(b.recv(), 5))["d"] == "a\x00b\tc"
+        finally:
+            await close_all([a, b])
+
+    run(go())
+
+
+@pytest.mark.parametrize("raw", [
     # "from" twice: parsers keep the last one, so both must go
     '{"type":"signal","to":"bb","from":"x","from":"evil"}',
     # an escaped key that decodes to "from"
