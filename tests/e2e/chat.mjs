@@ -19,15 +19,12 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import {
+    BIN, CHROMIUM, CHROMIUM_ARGS, Fail, bounded, executable, freePort, httpGet, repo, say,
+} from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '..', '..');
-const BIN = path.resolve(process.env.PM_BIN || path.join(repo, 'p2pmesh'));
-const CHROMIUM = '/usr/bin/chromium';
 const VERBOSE = process.env.E2E_VERBOSE === '1';
 
 const HEALTH_MS = 10000;   /* server answers GET /health 200 */
@@ -37,9 +34,7 @@ const CLOSE_MS = 10000;    /* browser.close() */
 const EXIT_MS = 10000;     /* server exits after SIGTERM */
 const WATCHDOG_MS = 180000;
 
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+const ARGS = [...CHROMIUM_ARGS, '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
     '--disable-backgrounding-occluded-windows'];
 
 const started = Date.now();
@@ -51,65 +46,17 @@ const pageErrors = [];
 let checks = 0;
 let finished = false;
 
-function say(s) {
-    process.stdout.write(s + '\n');
-}
-
 function elapsed() {
     return ((Date.now() - started) / 1000).toFixed(1) + ' s';
 }
-
-class Fail extends Error {}
 
 function ok(what) {
     checks++;
     say(`ok ${checks} - ${what}`);
 }
 
-function executable(file) {
-    try {
-        fs.accessSync(file, fs.constants.X_OK);
-        return fs.statSync(file).isFile();
-    } catch {
-        return false;
-    }
-}
-
 function sleep(ms) {
     return new Promise((r) => setTimeout(r, ms));
-}
-
-function bounded(p, ms, why) {
-    let t;
-    const timeout = new Promise((_, rej) => {
-        t = setTimeout(() => rej(new Fail(why + ' (after ' + ms + ' ms)')), ms);
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
-
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
-
-function httpGet(url, ms) {
-    return new Promise((resolve) => {
-        const req = http.get(url, { timeout: ms }, (res) => {
-            let body = '';
-            res.setEncoding('utf8');
-            res.on('data', (d) => { if (body.length < 65536) body += d; });
-            res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'] || '', body }));
-            res.on('error', () => resolve({ status: 0 }));
-        });
-        req.on('timeout', () => req.destroy());
-        req.on('error', () => resolve({ status: 0 }));
-    });
 }
 
 function cleanStaleProfiles() {

@@ -16,15 +16,12 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import {
+    BIN, CHROMIUM, CHROMIUM_ARGS, Fail, bounded, executable, freePort, here, httpGet, repo, say,
+} from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '..', '..');
-const BIN = path.resolve(process.env.PM_BIN || path.join(repo, 'p2pmesh'));
-const CHROMIUM = '/usr/bin/chromium';
 const PAGE = path.join(here, 'peer.html');
 const VERBOSE = process.env.E2E_VERBOSE === '1';
 
@@ -37,9 +34,7 @@ const CLOSE_MS = 10000;    /* browser.close() */
 const EXIT_MS = 10000;     /* server exits after SIGTERM */
 const WATCHDOG_MS = 120000;
 
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection'];
+const ARGS = [...CHROMIUM_ARGS, '--allow-loopback-in-peer-connection'];
 
 const started = Date.now();
 let server = null;        /* { child, out, exited: Promise<{code, signal}> } */
@@ -48,27 +43,12 @@ let browser = null;
 const pages = [];         /* [{ name, id, page, console: [] }] */
 let finished = false;
 
-function say(s) {
-    process.stdout.write(s + '\n');
-}
-
 function elapsed() {
     return ((Date.now() - started) / 1000).toFixed(1) + ' s';
 }
 
-class Fail extends Error {}
-
 function check(cond, why) {
     if (!cond) throw new Fail(why);
-}
-
-function executable(file) {
-    try {
-        fs.accessSync(file, fs.constants.X_OK);
-        return fs.statSync(file).isFile();
-    } catch {
-        return false;
-    }
 }
 
 function sleep(ms) {
@@ -76,37 +56,6 @@ function sleep(ms) {
 }
 
 /* Settle with p, or reject with why after ms. */
-function bounded(p, ms, why) {
-    let t;
-    const timeout = new Promise((_, rej) => {
-        t = setTimeout(() => rej(new Fail(why + ' (after ' + ms + ' ms)')), ms);
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
-
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
-
-function httpGet(url, ms) {
-    return new Promise((resolve) => {
-        const req = http.get(url, { timeout: ms }, (res) => {
-            res.resume();
-            res.on('end', () => resolve(res.statusCode));
-            res.on('error', () => resolve(0));
-        });
-        req.on('timeout', () => req.destroy());
-        req.on('error', () => resolve(0));
-    });
-}
-
 /* Remove Playwright temp dirs that earlier, killed runs left (older than an hour). */
 function cleanStaleProfiles() {
     const tmp = os.tmpdir();
@@ -159,7 +108,7 @@ async function waitHealthy(port) {
     const deadline = Date.now() + HEALTH_MS;
     while (Date.now() < deadline) {
         if (!server.alive) throw new Fail(`server exited before /health answered (${howExited(await server.exited)})`);
-        if (await httpGet(`http://127.0.0.1:${port}/health`, 1000) === 200) return;
+        if ((await httpGet(`http://127.0.0.1:${port}/health`, 1000)).status === 200) return;
         await sleep(100);
     }
     throw new Fail(`GET /health did not answer 200 within ${HEALTH_MS} ms`);

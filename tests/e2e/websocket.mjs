@@ -16,16 +16,11 @@
  * Exit: 0 pass, 1 fail (with the reason), 77 skip (no /usr/bin/chromium).
  */
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import {
+    BIN, CHROMIUM, CHROMIUM_ARGS, Fail, bounded, executable, freePort, httpGet, repo, say,
+} from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '..', '..');
-const BIN = path.resolve(process.env.PM_BIN || path.join(repo, 'p2pmesh'));
-const CHROMIUM = '/usr/bin/chromium';
 const VERBOSE = process.env.E2E_VERBOSE === '1';
 const MAX = 256 * 1024; /* the server's ws.max_message below */
 
@@ -35,58 +30,12 @@ const PAGE_MS = 30000; /* the whole in-page exchange */
 const EXIT_MS = 10000;
 const WATCHDOG_MS = 120000;
 
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = CHROMIUM_ARGS;
 
 const started = Date.now();
 let server = null;
 let pageServer = null;
 let browser = null;
-
-function say(s) {
-    process.stdout.write(s + '\n');
-}
-
-class Fail extends Error {}
-
-function bounded(p, ms, why) {
-    let t;
-    return Promise.race([p, new Promise((_, rej) => {
-        t = setTimeout(() => rej(new Fail(why + ' (after ' + ms + ' ms)')), ms);
-    })]).finally(() => clearTimeout(t));
-}
-
-function executable(file) {
-    try {
-        fs.accessSync(file, fs.constants.X_OK);
-        return fs.statSync(file).isFile();
-    } catch {
-        return false;
-    }
-}
-
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
-
-function httpGet(url, ms) {
-    return new Promise((resolve) => {
-        const req = http.get(url, { timeout: ms }, (res) => {
-            res.resume();
-            res.on('end', () => resolve(res.statusCode));
-            res.on('error', () => resolve(0));
-        });
-        req.on('timeout', () => req.destroy());
-        req.on('error', () => resolve(0));
-    });
-}
 
 function startServer(port) {
     const args = ['--role=signaling', '--addr=127.0.0.1', '--port=' + port, '--ws.max_message=256k',
@@ -116,7 +65,7 @@ async function waitHealthy(port) {
     const deadline = Date.now() + HEALTH_MS;
     while (Date.now() < deadline) {
         if (!server.alive) throw new Fail('server exited before /health answered');
-        if (await httpGet(`http://127.0.0.1:${port}/health`, 1000) === 200) return;
+        if ((await httpGet(`http://127.0.0.1:${port}/health`, 1000)).status === 200) return;
         await new Promise((r) => setTimeout(r, 100));
     }
     throw new Fail(`GET /health did not answer 200 within ${HEALTH_MS} ms`);
